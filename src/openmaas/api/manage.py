@@ -1,0 +1,164 @@
+"""Management API ``/api/v1``: tenants, API keys, models, versions and aliases."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from openmaas.api.deps import CurrentPrincipal, ServicesDep
+from openmaas.errors import PermissionDeniedError
+from openmaas.registry import ModelDetail, ModelRef, ModelSummary, VersionInfo
+from openmaas.security import ApiKeyInfo, TenantInfo
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1", tags=["Management"])
+
+
+class _Body(BaseModel):
+    # Unknown fields (tenant_id, owner, ...) are rejected: no mass assignment.
+    model_config = ConfigDict(extra="forbid")
+
+
+class TenantCreate(_Body):
+    name: str = Field(description="Tenant name: lowercase letters, digits, '.', '_', '-'.")
+
+
+class KeyCreate(_Body):
+    name: str = Field(default="", max_length=100, description="A label for the key.")
+    role: str = Field(default="consumer", description="owner, admin, publisher, consumer, viewer.")
+    expires_at: datetime | None = Field(default=None, description="When the key stops working.")
+    scopes: list[str] | None = Field(default=None, description="Subset of the role's scopes.")
+
+
+class ModelUpdate(_Body):
+    visibility: str | None = Field(default=None, description="private or public.")
+    description: str | None = Field(default=None, max_length=2000)
+
+
+class AliasSet(_Body):
+    version: int = Field(ge=1, description="The version the alias points at.")
+
+
+class CreatedTenant(BaseModel):
+    tenant: TenantInfo
+    api_key: str = Field(description="The owner key of the new tenant; shown only once.")
+
+
+class CreatedKey(BaseModel):
+    key: ApiKeyInfo
+    api_key: str = Field(description="The new key; shown only once.")
+
+
+@router.get("/whoami", summary="The caller's tenant, role and scopes")
+def whoami(principal: CurrentPrincipal) -> dict[str, Any]:
+    return {
+        "tenant": principal.tenant_name,
+        "key_id": principal.key_id,
+        "role": principal.role,
+        "scopes": sorted(principal.scopes),
+        "platform_admin": principal.is_platform,
+    }
+
+
+@router.post("/tenants", status_code=201, summary="Create a tenant and its owner key")
+def create_tenant(
+    body: TenantCreate, principal: CurrentPrincipal, services: ServicesDep
+) -> CreatedTenant:
+    tenant, token = services.accounts.create_tenant(principal, body.name)
+    return CreatedTenant(tenant=tenant, api_key=token)
+
+
+@router.get("/tenants", summary="List tenants")
+def list_tenants(principal: CurrentPrincipal, services: ServicesDep) -> list[TenantInfo]:
+    return services.accounts.list_tenants(principal)
+
+
+@router.post("/keys", status_code=201, summary="Create an API key in the caller's tenant")
+def create_key(body: KeyCreate, principal: CurrentPrincipal, services: ServicesDep) -> CreatedKey:
+    key, token = services.accounts.create_key(
+        principal, name=body.name, role=body.role, expires_at=body.expires_at, scopes=body.scopes
+    )
+    return CreatedKey(key=key, api_key=token)
+
+
+@router.get("/keys", summary="List the API keys of the caller's tenant")
+def list_keys(principal: CurrentPrincipal, services: ServicesDep) -> list[ApiKeyInfo]:
+    return services.accounts.list_keys(principal)
+
+
+@router.delete("/keys/{key_id}", summary="Revoke an API key")
+def revoke_key(key_id: str, principal: CurrentPrincipal, services: ServicesDep) -> ApiKeyInfo:
+    return services.accounts.revoke_key(principal, key_id)
+
+
+@router.get("/models", summary="List own and public models")
+def list_models(principal: CurrentPrincipal, services: ServicesDep) -> list[ModelSummary]:
+    return services.registry.list(principal)
+
+
+@router.post(
+    "/models/{model_id:path}/versions",
+    status_code=201,
+    summary="Publish a new version (the body is the artifact, e.g. an .onnx file)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def publish_version(
+    model_id: str,
+    request: Request,
+    principal: CurrentPrincipal,
+    services: ServicesDep,
+    alias: str | None = Query(default=None, description="Also point this alias at it."),
+    visibility: str | None = Query(default=None, description="private or public."),
+    description: str | None = Query(default=None, max_length=2000),
+    format: str | None = Query(default=None, description="Artifact format; sniffed if absent."),
+) -> VersionInfo:
+    ref = ModelRef.parse(model_id)
+    if ref.tenant not in (None, principal.tenant_name):
+        # A foreign private model answers 404 like a missing one; a public one, 403.
+        services.registry.get(principal, ref)
+        raise PermissionDeniedError(
+            f"only tenant {ref.tenant!r} can publish versions of {model_id!r}"
+        )
+    data = await request.body()
+    return services.registry.publish(
+        principal,
+        ref.name,
+        data,
+        alias=alias,
+        visibility=visibility,
+        description=description,
+        format=format,
+    )
+
+
+@router.put("/models/{model_id:path}/aliases/{alias}", summary="Point an alias at a version")
+def set_alias(
+    model_id: str, alias: str, body: AliasSet, principal: CurrentPrincipal, services: ServicesDep
+) -> ModelDetail:
+    return services.registry.set_alias(principal, ModelRef.parse(model_id), alias, body.version)
+
+
+@router.get("/models/{model_id:path}", summary="A model with its versions, aliases and card")
+def get_model(model_id: str, principal: CurrentPrincipal, services: ServicesDep) -> ModelDetail:
+    return services.registry.get(principal, ModelRef.parse(model_id))
+
+
+@router.patch("/models/{model_id:path}", summary="Change a model's visibility or description")
+def update_model(
+    model_id: str, body: ModelUpdate, principal: CurrentPrincipal, services: ServicesDep
+) -> ModelDetail:
+    return services.registry.update(
+        principal,
+        ModelRef.parse(model_id),
+        visibility=body.visibility,
+        description=body.description,
+    )

@@ -1,0 +1,98 @@
+"""Render every error as an RFC 9457 ``application/problem+json`` response."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError as FastAPIValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from openmaas.errors import OpenMaaSError
+
+__all__ = ["install_problem_handlers", "problem_response"]
+
+log = logging.getLogger("openmaas.api")
+PROBLEM_JSON = "application/problem+json"
+_HTTP_CODES = {404: "route_not_found", 405: "method_not_allowed"}
+
+
+def problem_response(
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    instance: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    """A problem+json response with our stable ``code``."""
+    body: dict[str, Any] = {
+        "type": f"https://openmaas.dev/problems/{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        "instance": instance,
+        **{k: v for k, v in extra.items() if v is not None},
+    }
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+async def _openmaas_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, OpenMaaSError)  # noqa: S101 - registered for this type only
+    if exc.status >= 500:
+        log.error("%s %s failed: %s", request.method, request.url.path, exc.detail)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return problem_response(
+        exc.status, exc.code, exc.title, exc.detail, request.url.path, headers, field=exc.field
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, FastAPIValidationError)  # noqa: S101
+    errors = [
+        {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()
+    ]
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return problem_response(
+        422,
+        "validation_error",
+        "The request does not match the expected schema",
+        f"fix these fields: {detail}",
+        request.url.path,
+        errors=errors,
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)  # noqa: S101
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    detail = str(exc.detail)
+    if exc.status_code == 404:
+        detail = f"no route {request.method} {request.url.path}; see /docs for the API"
+    return problem_response(exc.status_code, code, detail, detail, request.url.path)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    request_id = uuid.uuid4().hex
+    log.exception("unexpected error, request id %s", request_id, exc_info=exc)
+    return problem_response(
+        500,
+        "internal_error",
+        "Internal server error",
+        f"the server failed unexpectedly; report request id {request_id} to the operator",
+        request.url.path,
+        request_id=request_id,
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Make every error path of ``app`` answer problem+json."""
+    app.add_exception_handler(OpenMaaSError, _openmaas_error)
+    app.add_exception_handler(FastAPIValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,117 @@
+"""Open Inference Protocol v2 REST routes (KServe, Triton and MLServer clients work unchanged).
+
+Model ids are ``tenant/name`` and keep their slash in the URL, so the model routes share one
+path pattern that ``parse_model_path`` splits into model, version and action.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from openmaas._version import __version__
+from openmaas.api.deps import CurrentPrincipal, ServicesDep
+from openmaas.api.v2_codec import decode_request, encode_response
+from openmaas.errors import BadRequestError, MethodNotAllowedError, NotFoundError
+from openmaas.registry import ModelRef
+
+__all__ = ["ModelPath", "parse_model_path", "router"]
+
+router = APIRouter(tags=["Open Inference Protocol v2"])
+
+EXTENSIONS = ["binary_tensor_data"]
+HEADER_LENGTH = "inference-header-content-length"
+_ACTIONS = ("ready", "infer")
+
+
+@dataclass(frozen=True)
+class ModelPath:
+    """What a ``/v2/models/...`` path names."""
+
+    model: ModelRef
+    version: str | None
+    action: str  # "metadata", "ready" or "infer"
+
+
+def parse_model_path(path: str) -> ModelPath:
+    """Split ``tenant/name[/versions/v][/ready|/infer]`` (the tenant is optional)."""
+    parts = [p for p in path.split("/") if p]
+    action = "metadata"
+    if parts and parts[-1] in _ACTIONS:
+        action = parts.pop()
+    version = None
+    if len(parts) >= 3 and parts[-2] == "versions":
+        version = parts.pop()
+        parts.pop()
+    if len(parts) not in (1, 2):
+        raise NotFoundError(
+            f"no OIP route /v2/models/{path}; use /v2/models/<tenant>/<name>"
+            "[/versions/<version>][/ready|/infer]"
+        )
+    tenant = parts[0] if len(parts) == 2 else None
+    return ModelPath(ModelRef(tenant, parts[-1]), version, action)
+
+
+@router.get("/v2/health/live", summary="Server liveness")
+async def live() -> dict[str, bool]:
+    return {"live": True}
+
+
+@router.get("/v2/health/ready", summary="Server readiness")
+async def ready(request: Request) -> JSONResponse:
+    is_ready = bool(getattr(request.app.state, "ready", False))
+    return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+
+
+@router.get("/v2", summary="Server metadata")
+async def server_metadata(principal: CurrentPrincipal) -> dict[str, Any]:
+    return {"name": "openmaas", "version": __version__, "extensions": EXTENSIONS}
+
+
+@router.get("/v2/models/{model_path:path}", summary="Model metadata or readiness")
+async def model_get(
+    model_path: str, principal: CurrentPrincipal, services: ServicesDep
+) -> dict[str, Any]:
+    target = parse_model_path(model_path)
+    if target.action == "infer":
+        raise MethodNotAllowedError("inference takes POST with an OIP request body")
+    dataplane = services.dataplane
+    if target.action == "ready":
+        is_ready = dataplane.ready(principal, target.model, target.version)
+        return {"name": model_path.removesuffix("/ready"), "ready": is_ready}
+    return dataplane.metadata(principal, target.model, target.version)
+
+
+@router.post("/v2/models/{model_path:path}", summary="Inference")
+async def model_infer(
+    model_path: str, request: Request, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    target = parse_model_path(model_path)
+    if target.action != "infer":
+        raise MethodNotAllowedError(
+            f"POST is for /v2/models/{model_path}/infer; metadata and readiness take GET"
+        )
+    header_value = request.headers.get(HEADER_LENGTH)
+    header_length: int | None = None
+    if header_value is not None:
+        if not header_value.isdigit():
+            raise BadRequestError(
+                "Inference-Header-Content-Length must be a byte count",
+                field="Inference-Header-Content-Length",
+            )
+        header_length = int(header_value)
+    infer_request = decode_request(await request.body(), header_length)
+    response = await services.dataplane.infer(
+        principal, target.model, infer_request, target.version
+    )
+    body, json_length = encode_response(response, infer_request)
+    if json_length is None:
+        return Response(body, media_type="application/json")
+    return Response(
+        body,
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(json_length)},
+    )

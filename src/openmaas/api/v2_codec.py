@@ -1,0 +1,266 @@
+"""Open Inference Protocol wire format: JSON tensors and the binary tensor data extension.
+
+A binary request starts with a JSON header of ``Inference-Header-Content-Length`` bytes;
+inputs with a ``binary_data_size`` parameter take their data, in order, from the bytes that
+follow. BYTES elements are each a 4-byte little-endian length and then the bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from typing import Any
+
+import numpy as np
+
+from openmaas.errors import (
+    BadRequestError,
+    DataLengthMismatchError,
+    InvalidInputError,
+    MalformedJSONError,
+)
+from openmaas.runtimes import DATATYPES
+from openmaas.serving.types import InferenceRequest, InferenceResponse, RequestedOutput, Tensor
+
+__all__ = ["decode_request", "encode_response", "parse_json"]
+
+
+def parse_json(body: bytes) -> Any:
+    """Parse a JSON body or raise MalformedJSONError saying where it broke."""
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise MalformedJSONError(
+            f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from exc
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise MalformedJSONError(f"the body is not valid JSON: {type(exc).__name__}") from exc
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BadRequestError(f"{where} must be a JSON object", field=where)
+    return value
+
+
+def _shape(value: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value
+    ):
+        raise BadRequestError(
+            f"{where} must be a list of non-negative integers, e.g. [1, 30]", field=where
+        )
+    return tuple(value)
+
+
+def _flatten_strings(data: Any, where: str) -> list[bytes]:
+    out: list[bytes] = []
+    pending = [data]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, list):
+            pending.extend(reversed(item))
+        elif isinstance(item, str):
+            out.append(item.encode("utf-8"))
+        else:
+            raise InvalidInputError(
+                f"{where} is BYTES: its data must be strings, not {type(item).__name__}",
+                field=where,
+            )
+    return out
+
+
+def _json_array(datatype: str, shape: tuple[int, ...], data: Any, where: str) -> np.ndarray:
+    expected = math.prod(shape)
+    if datatype == "BYTES":
+        flat = _flatten_strings(data, where)
+        array = np.empty(len(flat), dtype=object)
+        array[:] = flat
+    else:
+        try:
+            array = np.asarray(data, dtype=DATATYPES[datatype])
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise InvalidInputError(
+                f"{where}.data does not hold {datatype} values in a regular nested list: {exc}",
+                field=f"{where}.data",
+            ) from exc
+    if array.size != expected:
+        raise DataLengthMismatchError(
+            f"{where} has shape {list(shape)}, which needs {expected} elements, "
+            f"but its data holds {array.size}",
+            field=f"{where}.data",
+        )
+    return array.reshape(shape)
+
+
+def _binary_array(datatype: str, shape: tuple[int, ...], raw: bytes, where: str) -> np.ndarray:
+    expected = math.prod(shape)
+    if datatype != "BYTES":
+        dtype = DATATYPES[datatype].newbyteorder("<")
+        if len(raw) != expected * dtype.itemsize:
+            raise DataLengthMismatchError(
+                f"{where} has shape {list(shape)} of {datatype}, which needs "
+                f"{expected * dtype.itemsize} bytes, but binary_data_size is {len(raw)}",
+                field=f"{where}.parameters.binary_data_size",
+            )
+        return np.frombuffer(raw, dtype=dtype).reshape(shape)
+    items: list[bytes] = []
+    offset = 0
+    while offset < len(raw):
+        if offset + 4 > len(raw):
+            raise InvalidInputError(f"{where}: truncated BYTES element length", field=where)
+        (length,) = struct.unpack_from("<I", raw, offset)
+        offset += 4
+        if offset + length > len(raw):
+            raise InvalidInputError(f"{where}: BYTES element runs past its data", field=where)
+        items.append(raw[offset : offset + length])
+        offset += length
+    if len(items) != expected:
+        raise DataLengthMismatchError(
+            f"{where} has shape {list(shape)}, which needs {expected} elements, "
+            f"but its binary data holds {len(items)}",
+            field=f"{where}.data",
+        )
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array.reshape(shape)
+
+
+def _decode_input(item: Any, index: int, binary: memoryview, offset: int) -> tuple[Tensor, int]:
+    where = f"inputs[{index}]"
+    spec = _object(item, where)
+    name = spec.get("name")
+    if not isinstance(name, str) or not name:
+        raise BadRequestError(f"{where}.name must be a non-empty string", field=f"{where}.name")
+    where = f"inputs.{name}"
+    datatype = spec.get("datatype")
+    if datatype not in DATATYPES:
+        raise InvalidInputError(
+            f"{where}.datatype {datatype!r} is not an OIP datatype; use one of "
+            + ", ".join(DATATYPES),
+            field=f"{where}.datatype",
+        )
+    shape = _shape(spec.get("shape"), f"{where}.shape")
+    parameters = _object(spec.get("parameters") or {}, f"{where}.parameters")
+    size = parameters.get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            raise BadRequestError(
+                f"{where}.parameters.binary_data_size ({size!r}) does not fit the "
+                f"{len(binary) - offset} binary bytes left in the body",
+                field=f"{where}.parameters.binary_data_size",
+            )
+        raw = bytes(binary[offset : offset + size])
+        return Tensor(name, datatype, shape, _binary_array(datatype, shape, raw, where)), size
+    if "data" not in spec:
+        raise BadRequestError(
+            f"{where} has no 'data' (and no binary_data_size parameter)", field=f"{where}.data"
+        )
+    return Tensor(name, datatype, shape, _json_array(datatype, shape, spec["data"], where)), 0
+
+
+def decode_request(body: bytes, header_length: int | None) -> InferenceRequest:
+    """Decode an OIP inference request (JSON, or JSON header + binary tensor data)."""
+    if header_length is not None and not 0 <= header_length <= len(body):
+        raise BadRequestError(
+            f"Inference-Header-Content-Length is {header_length} but the body has "
+            f"{len(body)} bytes",
+            field="Inference-Header-Content-Length",
+        )
+    split = len(body) if header_length is None else header_length
+    document = _object(parse_json(body[:split]), "body")
+    binary = memoryview(body)[split:]
+    raw_inputs = document.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise BadRequestError(
+            "'inputs' must be a non-empty list, e.g. "
+            '{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}]}',
+            field="inputs",
+        )
+    inputs: list[Tensor] = []
+    offset = 0
+    for index, item in enumerate(raw_inputs):
+        tensor, used = _decode_input(item, index, binary, offset)
+        inputs.append(tensor)
+        offset += used
+    if offset != len(binary):
+        raise BadRequestError(
+            f"{len(binary) - offset} binary bytes after the last input are not claimed by any "
+            "input's binary_data_size",
+            field="Inference-Header-Content-Length",
+        )
+    outputs = []
+    for index, item in enumerate(document.get("outputs") or []):
+        out = _object(item, f"outputs[{index}]")
+        if not isinstance(out.get("name"), str):
+            raise BadRequestError(f"outputs[{index}].name must be a string", field="outputs")
+        params = _object(out.get("parameters") or {}, f"outputs[{index}].parameters")
+        outputs.append(RequestedOutput(out["name"], params))
+    request_id = document.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise BadRequestError("'id' must be a string", field="id")
+    parameters = _object(document.get("parameters") or {}, "parameters")
+    return InferenceRequest(inputs, outputs, request_id, parameters)
+
+
+def _wants_binary(request: InferenceRequest, name: str) -> bool:
+    for output in request.outputs:
+        if output.name == name and "binary_data" in output.parameters:
+            return bool(output.parameters["binary_data"])
+    return bool(request.parameters.get("binary_data_output", False))
+
+
+def _raw_bytes(tensor: Tensor) -> bytes:
+    if tensor.datatype == "BYTES":
+        parts = []
+        for item in tensor.array.reshape(-1):
+            value = item if isinstance(item, bytes) else str(item).encode("utf-8")
+            parts.append(struct.pack("<I", len(value)) + value)
+        return b"".join(parts)
+    dtype = DATATYPES[tensor.datatype].newbyteorder("<")
+    return np.ascontiguousarray(tensor.array, dtype=dtype).tobytes()
+
+
+def _json_data(tensor: Tensor) -> list[Any]:
+    flat = tensor.array.reshape(-1)
+    if tensor.datatype == "BYTES":
+        return [
+            v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else str(v) for v in flat
+        ]
+    data: list[Any] = flat.tolist()
+    return data
+
+
+def encode_response(
+    response: InferenceResponse, request: InferenceRequest
+) -> tuple[bytes, int | None]:
+    """Encode a response; return the body and, when binary data follows, the JSON length."""
+    outputs = []
+    chunks = []
+    for tensor in response.outputs:
+        entry: dict[str, Any] = {
+            "name": tensor.name,
+            "datatype": tensor.datatype,
+            "shape": list(tensor.shape),
+        }
+        if _wants_binary(request, tensor.name):
+            raw = _raw_bytes(tensor)
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            entry["data"] = _json_data(tensor)
+        outputs.append(entry)
+    document: dict[str, Any] = {
+        "model_name": response.model_name,
+        "model_version": response.model_version,
+        "outputs": outputs,
+    }
+    if response.id is not None:
+        document["id"] = response.id
+    if response.parameters:
+        document["parameters"] = response.parameters
+    header = json.dumps(document, separators=(",", ":")).encode()
+    if not chunks:
+        return header, None
+    return header + b"".join(chunks), len(header)

@@ -1,0 +1,339 @@
+"""The typed Python client of an OpenMaaS server (the CLI and the tests use it too)."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import numpy as np
+
+from openmaas.errors import OpenMaaSError, error_class_for_code
+
+__all__ = ["Client"]
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+_DTYPES: dict[str, Any] = {
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+}
+
+
+def _raise_for_problem(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    try:
+        problem = response.json()
+    except ValueError:
+        problem = {}
+    if not isinstance(problem, dict):
+        problem = {}
+    code = str(problem.get("code", ""))
+    detail = str(problem.get("detail") or response.text[:500] or response.reason_phrase)
+    error = error_class_for_code(code)(detail, field=problem.get("field"))
+    error.http_status = response.status_code  # type: ignore[attr-defined]
+    raise error
+
+
+def _encode_bytes_tensor(array: np.ndarray) -> bytes:
+    parts = []
+    for item in array.reshape(-1):
+        value = item if isinstance(item, bytes) else str(item).encode("utf-8")
+        parts.append(struct.pack("<I", len(value)) + value)
+    return b"".join(parts)
+
+
+def _decode_bytes_tensor(raw: bytes, shape: Sequence[int]) -> np.ndarray:
+    items, offset = [], 0
+    while offset < len(raw):
+        (length,) = struct.unpack_from("<I", raw, offset)
+        items.append(raw[offset + 4 : offset + 4 + length])
+        offset += 4 + length
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array.reshape(tuple(shape))
+
+
+class Client:
+    """Talk to an OpenMaaS server with an API key.
+
+    ``url`` and ``api_key`` default to the ``OPENMAAS_URL`` and ``OPENMAAS_API_KEY``
+    environment variables. Errors raise the same ``openmaas.errors`` classes the server uses.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = (url or os.environ.get("OPENMAAS_URL") or DEFAULT_URL).rstrip("/")
+        key = api_key or os.environ.get("OPENMAAS_API_KEY")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=timeout, transport=transport
+        )
+        self._signatures: dict[tuple[str, str | None], dict[str, Any]] = {}
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._http.request(method, path, **kwargs)
+        _raise_for_problem(response)
+        return response.json()
+
+    # -- server ---------------------------------------------------------------------------
+
+    def is_live(self) -> bool:
+        """Whether the server answers its liveness probe."""
+        return self._http.get("/v2/health/live").is_success
+
+    def is_ready(self) -> bool:
+        """Whether the server is ready to serve."""
+        return self._http.get("/v2/health/ready").is_success
+
+    def server_metadata(self) -> dict[str, Any]:
+        """OIP server metadata: name, version, extensions."""
+        result: dict[str, Any] = self._call("GET", "/v2")
+        return result
+
+    def whoami(self) -> dict[str, Any]:
+        """The tenant, role and scopes of this client's key."""
+        result: dict[str, Any] = self._call("GET", "/api/v1/whoami")
+        return result
+
+    # -- tenants and keys -----------------------------------------------------------------
+
+    def create_tenant(self, name: str) -> dict[str, Any]:
+        """Create a tenant; the result holds its owner's ``api_key`` (shown once)."""
+        result: dict[str, Any] = self._call("POST", "/api/v1/tenants", json={"name": name})
+        return result
+
+    def list_tenants(self) -> list[dict[str, Any]]:
+        """Tenants this key may see."""
+        result: list[dict[str, Any]] = self._call("GET", "/api/v1/tenants")
+        return result
+
+    def create_key(
+        self,
+        *,
+        role: str = "consumer",
+        name: str = "",
+        expires_at: datetime | None = None,
+        scopes: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """Create an API key in this key's tenant; the result holds ``api_key`` (shown once)."""
+        body: dict[str, Any] = {"role": role, "name": name}
+        if expires_at is not None:
+            body["expires_at"] = expires_at.isoformat()
+        if scopes is not None:
+            body["scopes"] = scopes
+        result: dict[str, Any] = self._call("POST", "/api/v1/keys", json=body)
+        return result
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        """The keys of this key's tenant (never their secrets)."""
+        result: list[dict[str, Any]] = self._call("GET", "/api/v1/keys")
+        return result
+
+    def revoke_key(self, key_id: str) -> dict[str, Any]:
+        """Revoke a key by its id; effective on its next request."""
+        result: dict[str, Any] = self._call("DELETE", f"/api/v1/keys/{quote(key_id)}")
+        return result
+
+    # -- models ---------------------------------------------------------------------------
+
+    def list_models(self) -> list[dict[str, Any]]:
+        """Own models and every public model."""
+        result: list[dict[str, Any]] = self._call("GET", "/api/v1/models")
+        return result
+
+    def get_model(self, model: str) -> dict[str, Any]:
+        """A model with its versions (signature, card) and aliases."""
+        result: dict[str, Any] = self._call("GET", f"/api/v1/models/{quote(model)}")
+        return result
+
+    def publish(
+        self,
+        artifact: str | Path | bytes,
+        name: str,
+        *,
+        alias: str | None = None,
+        visibility: str | None = None,
+        description: str | None = None,
+    ) -> dict[str, Any]:
+        """Publish a new version of model ``name`` from a file path or bytes."""
+        data = artifact if isinstance(artifact, bytes) else Path(artifact).read_bytes()
+        params = {
+            k: v
+            for k, v in {
+                "alias": alias,
+                "visibility": visibility,
+                "description": description,
+            }.items()
+            if v is not None
+        }
+        result: dict[str, Any] = self._call(
+            "POST",
+            f"/api/v1/models/{quote(name)}/versions",
+            content=data,
+            params=params,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        return result
+
+    def set_alias(self, model: str, alias: str, version: int) -> dict[str, Any]:
+        """Point ``alias`` (e.g. ``prod``) at a version."""
+        result: dict[str, Any] = self._call(
+            "PUT",
+            f"/api/v1/models/{quote(model)}/aliases/{quote(alias)}",
+            json={"version": version},
+        )
+        return result
+
+    def update_model(
+        self, model: str, *, visibility: str | None = None, description: str | None = None
+    ) -> dict[str, Any]:
+        """Change a model's visibility or description."""
+        body = {
+            k: v for k, v in {"visibility": visibility, "description": description}.items() if v
+        }
+        result: dict[str, Any] = self._call("PATCH", f"/api/v1/models/{quote(model)}", json=body)
+        return result
+
+    # -- inference ------------------------------------------------------------------------
+
+    @staticmethod
+    def _model_path(model: str, version: str | int | None) -> str:
+        path = f"/v2/models/{quote(model)}"
+        return path if version is None else f"{path}/versions/{quote(str(version))}"
+
+    def model_metadata(self, model: str, version: str | int | None = None) -> dict[str, Any]:
+        """OIP model metadata: name, versions, inputs and outputs."""
+        result: dict[str, Any] = self._call("GET", self._model_path(model, version))
+        return result
+
+    def infer_raw(
+        self, model: str, request: Mapping[str, Any], version: str | int | None = None
+    ) -> dict[str, Any]:
+        """Send an OIP JSON inference request as is; return the OIP JSON response."""
+        result: dict[str, Any] = self._call(
+            "POST", self._model_path(model, version) + "/infer", json=dict(request)
+        )
+        return result
+
+    def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, Any],
+        *,
+        version: str | int | None = None,
+        outputs: Sequence[str] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Run a model on named inputs (lists or arrays); return named numpy outputs.
+
+        Inputs are cast to the datatypes of the model's signature and sent as binary tensors.
+        """
+        key = (model, None if version is None else str(version))
+        if key not in self._signatures:
+            self._signatures[key] = self.model_metadata(model, version)
+        specs = {s["name"]: s for s in self._signatures[key]["inputs"]}
+        header_inputs, chunks = [], []
+        for name, value in inputs.items():
+            datatype = specs[name]["datatype"] if name in specs else None
+            if datatype == "BYTES":
+                array = np.asarray(value, dtype=object)
+                raw = _encode_bytes_tensor(array)
+            else:
+                array = np.asarray(value, dtype=_DTYPES.get(datatype or ""))
+                datatype = datatype or _datatype_of(array)
+                raw = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()
+            header_inputs.append(
+                {
+                    "name": name,
+                    "datatype": datatype,
+                    "shape": list(array.shape),
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            )
+            chunks.append(raw)
+        document: dict[str, Any] = {
+            "inputs": header_inputs,
+            "parameters": {"binary_data_output": True},
+        }
+        if outputs:
+            document["outputs"] = [{"name": o} for o in outputs]
+        header = json.dumps(document).encode()
+        response = self._http.post(
+            self._model_path(model, version) + "/infer",
+            content=header + b"".join(chunks),
+            headers={
+                "Inference-Header-Content-Length": str(len(header)),
+                "Content-Type": "application/octet-stream",
+            },
+        )
+        _raise_for_problem(response)
+        return _decode_response(response)
+
+
+def _datatype_of(array: np.ndarray) -> str:
+    for name, dtype in _DTYPES.items():
+        if array.dtype == np.dtype(dtype):
+            return name
+    raise OpenMaaSError(f"cannot send numpy dtype {array.dtype} as an OIP tensor")
+
+
+def _decode_response(response: httpx.Response) -> dict[str, np.ndarray]:
+    body = response.content
+    length_header = response.headers.get("Inference-Header-Content-Length")
+    split = int(length_header) if length_header else len(body)
+    document = json.loads(body[:split])
+    offset = split
+    results: dict[str, np.ndarray] = {}
+    for output in document["outputs"]:
+        shape = output["shape"]
+        size = (output.get("parameters") or {}).get("binary_data_size")
+        if size is None:
+            dtype = _DTYPES.get(output["datatype"], object)
+            results[output["name"]] = np.asarray(output["data"], dtype=dtype).reshape(shape)
+            continue
+        raw = body[offset : offset + size]
+        offset += size
+        if output["datatype"] == "BYTES":
+            results[output["name"]] = _decode_bytes_tensor(raw, shape)
+        else:
+            dtype = np.dtype(_DTYPES[output["datatype"]]).newbyteorder("<")
+            results[output["name"]] = np.frombuffer(raw, dtype=dtype).reshape(shape)
+    return results

@@ -1,0 +1,235 @@
+"""The one exception hierarchy of OpenMaaS (stdlib only).
+
+Every error has an HTTP ``status``, a stable machine-readable ``code`` and a short ``title``;
+an instance carries a ``detail`` that says what to do next and, for bad input, the ``field``
+that was wrong. The server renders them as RFC 9457 problems; the client raises them back.
+
+    OpenMaaSError (500 internal_error)
+    ├── BadRequestError (400 bad_request)
+    │   ├── MalformedJSONError (400 malformed_json)
+    │   ├── InvalidInputError (400 invalid_input)
+    │   │   ├── UnknownInputError (400 unknown_input)
+    │   │   ├── MissingInputError (400 missing_input)
+    │   │   ├── DatatypeMismatchError (400 datatype_mismatch)
+    │   │   ├── ShapeMismatchError (400 shape_mismatch)
+    │   │   ├── DataLengthMismatchError (400 data_length_mismatch)
+    │   │   └── UnknownOutputError (400 unknown_output)
+    │   ├── InvalidArtifactError (400 invalid_artifact)
+    │   └── RequestValidationError (422 validation_error)
+    ├── AuthenticationError (401 unauthenticated)
+    │   └── InvalidApiKeyFormatError (401 invalid_api_key_format)
+    ├── PermissionDeniedError (403 permission_denied)
+    ├── NotFoundError (404 not_found)
+    │   ├── ModelNotFoundError (404 model_not_found)
+    │   ├── VersionNotFoundError (404 version_not_found)
+    │   ├── TenantNotFoundError (404 tenant_not_found)
+    │   └── ApiKeyNotFoundError (404 api_key_not_found)
+    ├── MethodNotAllowedError (405 method_not_allowed)
+    ├── ConflictError (409 conflict)
+    ├── PayloadTooLargeError (413 payload_too_large)
+    ├── UnsupportedMediaTypeError (415 unsupported_media_type)
+    ├── InferenceError (500 inference_failed)
+    └── ServiceUnavailableError (503 service_unavailable)
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "ApiKeyNotFoundError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConflictError",
+    "DataLengthMismatchError",
+    "DatatypeMismatchError",
+    "InferenceError",
+    "InvalidApiKeyFormatError",
+    "InvalidArtifactError",
+    "InvalidInputError",
+    "MalformedJSONError",
+    "MethodNotAllowedError",
+    "MissingInputError",
+    "ModelNotFoundError",
+    "NotFoundError",
+    "OpenMaaSError",
+    "PayloadTooLargeError",
+    "PermissionDeniedError",
+    "RequestValidationError",
+    "ServiceUnavailableError",
+    "ShapeMismatchError",
+    "TenantNotFoundError",
+    "UnknownInputError",
+    "UnknownOutputError",
+    "UnsupportedMediaTypeError",
+    "VersionNotFoundError",
+    "all_error_classes",
+    "error_class_for_code",
+]
+
+
+class OpenMaaSError(Exception):
+    """Base of every error OpenMaaS raises on purpose."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    title: ClassVar[str] = "Internal server error"
+
+    def __init__(self, detail: str = "", *, field: str | None = None) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.field = field
+
+
+class BadRequestError(OpenMaaSError):
+    status = 400
+    code = "bad_request"
+    title = "Bad request"
+
+
+class MalformedJSONError(BadRequestError):
+    code = "malformed_json"
+    title = "The request body is not valid JSON"
+
+
+class InvalidInputError(BadRequestError):
+    code = "invalid_input"
+    title = "The inference input does not fit the model"
+
+
+class UnknownInputError(InvalidInputError):
+    code = "unknown_input"
+    title = "The model has no input of that name"
+
+
+class MissingInputError(InvalidInputError):
+    code = "missing_input"
+    title = "A required model input is missing"
+
+
+class DatatypeMismatchError(InvalidInputError):
+    code = "datatype_mismatch"
+    title = "The input datatype does not match the model signature"
+
+
+class ShapeMismatchError(InvalidInputError):
+    code = "shape_mismatch"
+    title = "The input shape does not match the model signature"
+
+
+class DataLengthMismatchError(InvalidInputError):
+    code = "data_length_mismatch"
+    title = "The number of data elements does not match the shape"
+
+
+class UnknownOutputError(InvalidInputError):
+    code = "unknown_output"
+    title = "The model has no output of that name"
+
+
+class InvalidArtifactError(BadRequestError):
+    code = "invalid_artifact"
+    title = "The uploaded model artifact is not valid"
+
+
+class RequestValidationError(BadRequestError):
+    status = 422
+    code = "validation_error"
+    title = "The request does not match the expected schema"
+
+
+class AuthenticationError(OpenMaaSError):
+    status = 401
+    code = "unauthenticated"
+    title = "A valid API key is required"
+
+
+class InvalidApiKeyFormatError(AuthenticationError):
+    code = "invalid_api_key_format"
+    title = "The API key is malformed"
+
+
+class PermissionDeniedError(OpenMaaSError):
+    status = 403
+    code = "permission_denied"
+    title = "The API key may not do this"
+
+
+class NotFoundError(OpenMaaSError):
+    status = 404
+    code = "not_found"
+    title = "Not found"
+
+
+class ModelNotFoundError(NotFoundError):
+    code = "model_not_found"
+    title = "Model not found"
+
+
+class VersionNotFoundError(NotFoundError):
+    code = "version_not_found"
+    title = "Model version not found"
+
+
+class TenantNotFoundError(NotFoundError):
+    code = "tenant_not_found"
+    title = "Tenant not found"
+
+
+class ApiKeyNotFoundError(NotFoundError):
+    code = "api_key_not_found"
+    title = "API key not found"
+
+
+class MethodNotAllowedError(OpenMaaSError):
+    status = 405
+    code = "method_not_allowed"
+    title = "Method not allowed"
+
+
+class ConflictError(OpenMaaSError):
+    status = 409
+    code = "conflict"
+    title = "The object already exists"
+
+
+class PayloadTooLargeError(OpenMaaSError):
+    status = 413
+    code = "payload_too_large"
+    title = "The request body is too large"
+
+
+class UnsupportedMediaTypeError(OpenMaaSError):
+    status = 415
+    code = "unsupported_media_type"
+    title = "Unsupported content type"
+
+
+class InferenceError(OpenMaaSError):
+    code = "inference_failed"
+    title = "The model failed to run"
+
+
+class ServiceUnavailableError(OpenMaaSError):
+    status = 503
+    code = "service_unavailable"
+    title = "The service is not ready"
+
+
+def all_error_classes() -> list[type[OpenMaaSError]]:
+    """Every error class, base first, in definition order."""
+    found: list[type[OpenMaaSError]] = [OpenMaaSError]
+    pending: list[type[OpenMaaSError]] = [OpenMaaSError]
+    while pending:
+        for sub in pending.pop(0).__subclasses__():
+            found.append(sub)
+            pending.append(sub)
+    return found
+
+
+def error_class_for_code(code: str) -> type[OpenMaaSError]:
+    """The error class with this stable ``code`` (the base class for an unknown code)."""
+    for cls in all_error_classes():
+        if cls.code == code:
+            return cls
+    return OpenMaaSError

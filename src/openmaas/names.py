@@ -1,0 +1,37 @@
+"""Rules for the names of tenants and models (they travel in URLs: keep them plain)."""
+
+from __future__ import annotations
+
+import re
+
+from openmaas.errors import RequestValidationError
+
+__all__ = ["RESERVED_NAMES", "check_model_name", "check_tenant_name"]
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+# Path words of the inference routes; a model or tenant named like them would be ambiguous.
+RESERVED_NAMES = frozenset({"versions", "ready", "infer", "explain", "metadata", "health"})
+
+
+def _check(kind: str, name: str) -> str:
+    if not _NAME.match(name):
+        raise RequestValidationError(
+            f"{kind} name {name!r} is not valid: use 1-63 lowercase letters, digits, '.', '_' or "
+            f"'-', starting with a letter or digit (for example 'fraud-detector')",
+            field="name",
+        )
+    if name in RESERVED_NAMES:
+        raise RequestValidationError(
+            f"{kind} name {name!r} is reserved; choose another name", field="name"
+        )
+    return name
+
+
+def check_tenant_name(name: str) -> str:
+    """Return ``name`` if it is a valid tenant name, else raise RequestValidationError."""
+    return _check("tenant", name)
+
+
+def check_model_name(name: str) -> str:
+    """Return ``name`` if it is a valid model name, else raise RequestValidationError."""
+    return _check("model", name)

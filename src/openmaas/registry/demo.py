@@ -1,0 +1,69 @@
+"""Demo models built at first start from data that ships with scikit-learn (no downloads)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DemoModel", "build_demo_models"]
+
+
+@dataclass(frozen=True)
+class DemoModel:
+    """An ONNX demo model ready to publish."""
+
+    name: str
+    description: str
+    onnx_bytes: bytes
+
+
+def _to_onnx(estimator: object, n_features: int) -> bytes:
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+
+    model = to_onnx(
+        estimator,
+        initial_types=[("float_input", FloatTensorType([None, n_features]))],
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
+    return bytes(model.SerializeToString())
+
+
+def build_demo_models() -> list[DemoModel]:
+    """Train the demo models (a few seconds) and export them to ONNX.
+
+    The classifiers keep skl2onnx's ZipMap output; publishing turns it into a tensor.
+    """
+    from sklearn.datasets import load_breast_cancer, load_digits
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    cancer = load_breast_cancer()
+    forest = RandomForestClassifier(n_estimators=50, max_depth=8, random_state=0)
+    forest.fit(cancer.data.astype("float32"), cancer.target)
+
+    digits = load_digits()
+    logistic = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    logistic.fit(digits.data.astype("float32"), digits.target)
+
+    return [
+        DemoModel(
+            name="breast-cancer",
+            description=(
+                "RandomForest (50 trees) on scikit-learn's breast-cancer data: 30 float features "
+                "in 'float_input' [batch, 30]; outputs the class (0 malignant, 1 benign) "
+                "and the probabilities of both classes."
+            ),
+            onnx_bytes=_to_onnx(forest, 30),
+        ),
+        DemoModel(
+            name="digits",
+            description=(
+                "Logistic regression on scikit-learn's 8x8 handwritten digits: 64 pixel "
+                "intensities (0-16) in 'float_input' [batch, 64]; outputs the digit and the "
+                "probabilities of the 10 classes."
+            ),
+            onnx_bytes=_to_onnx(logistic, 64),
+        ),
+    ]

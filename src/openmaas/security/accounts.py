@@ -1,0 +1,236 @@
+"""Tenants and API keys: create, list, revoke, and authenticate a bearer token."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from openmaas.errors import (
+    ApiKeyNotFoundError,
+    AuthenticationError,
+    ConflictError,
+    PermissionDeniedError,
+    RequestValidationError,
+)
+from openmaas.names import check_tenant_name
+from openmaas.security.keys import generate_api_key, hash_secret, parse_api_key, secrets_match
+from openmaas.security.policy import (
+    ROLES,
+    Action,
+    Principal,
+    default_scopes,
+    require,
+    role_rank,
+)
+from openmaas.store.db import Database
+from openmaas.store.tables import ApiKey, Tenant, utcnow
+
+__all__ = ["Accounts", "ApiKeyInfo", "TenantInfo"]
+
+
+@dataclass(frozen=True)
+class TenantInfo:
+    """A tenant as the API shows it."""
+
+    name: str
+    is_platform: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ApiKeyInfo:
+    """An API key as the API shows it (never its secret)."""
+
+    key_id: str
+    tenant: str
+    name: str
+    role: str
+    scopes: list[str]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+def _key_info(row: ApiKey, tenant: str) -> ApiKeyInfo:
+    return ApiKeyInfo(
+        key_id=row.key_id,
+        tenant=tenant,
+        name=row.name,
+        role=row.role,
+        scopes=list(row.scopes),
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+class Accounts:
+    """The service behind tenants, keys and authentication."""
+
+    def __init__(self, db: Database, server_secret: bytes) -> None:
+        self._db = db
+        self._server_secret = server_secret
+
+    # -- authentication -------------------------------------------------------------------
+
+    def authenticate(self, token: str | None) -> Principal:
+        """The principal of a bearer token; raise AuthenticationError if it is not valid now."""
+        if not token:
+            raise AuthenticationError(
+                "send an API key as 'Authorization: Bearer om_...'; "
+                "the first admin key is in the data directory's admin.key file"
+            )
+        parsed = parse_api_key(token)
+        with self._db.session() as session:
+            row = session.execute(
+                select(ApiKey, Tenant)
+                .join(Tenant, Tenant.id == ApiKey.tenant_id)
+                .where(ApiKey.key_id == parsed.key_id)
+            ).first()
+        candidate = hash_secret(self._server_secret, parsed)
+        if row is None or not secrets_match(row.ApiKey.secret_hash, candidate):
+            raise AuthenticationError("the API key is not valid")
+        key, tenant = row.ApiKey, row.Tenant
+        if key.revoked_at is not None:
+            raise AuthenticationError(f"the API key {key.key_id} was revoked")
+        if key.expires_at is not None and key.expires_at <= utcnow():
+            raise AuthenticationError(f"the API key {key.key_id} expired at {key.expires_at}")
+        return Principal(
+            tenant_id=tenant.id,
+            tenant_name=tenant.name,
+            is_platform=tenant.is_platform,
+            key_id=key.key_id,
+            role=key.role,
+            scopes=frozenset(key.scopes),
+        )
+
+    # -- tenants --------------------------------------------------------------------------
+
+    def ensure_platform_tenant(self, name: str = "admin") -> str | None:
+        """Create the platform tenant and its owner key once; return the key if just made."""
+        with self._db.session() as session:
+            if session.scalar(select(Tenant).where(Tenant.is_platform)) is not None:
+                return None
+            tenant = Tenant(name=check_tenant_name(name), is_platform=True)
+            session.add(tenant)
+            session.flush()
+            token, _ = self._add_key(session, tenant.id, "bootstrap", "owner", None, None)
+            session.commit()
+        return token
+
+    def create_tenant(self, principal: Principal, name: str) -> tuple[TenantInfo, str]:
+        """Create a tenant with an owner key; return it and the key (shown once)."""
+        require(principal, Action.ADMIN)
+        check_tenant_name(name)
+        with self._db.session() as session:
+            tenant = Tenant(name=name, is_platform=False)
+            session.add(tenant)
+            try:
+                session.flush()
+            except IntegrityError as exc:
+                raise ConflictError(f"tenant {name!r} already exists; choose another name") from exc
+            token, _ = self._add_key(session, tenant.id, "owner", "owner", None, None)
+            session.commit()
+            return TenantInfo(tenant.name, tenant.is_platform, tenant.created_at), token
+
+    def list_tenants(self, principal: Principal) -> list[TenantInfo]:
+        """Every tenant (platform admins) or just the caller's own."""
+        with self._db.session() as session:
+            query = select(Tenant).order_by(Tenant.name)
+            if not principal.can(Action.ADMIN):
+                query = query.where(Tenant.id == principal.tenant_id)
+            rows = session.scalars(query).all()
+        return [TenantInfo(t.name, t.is_platform, t.created_at) for t in rows]
+
+    # -- keys -----------------------------------------------------------------------------
+
+    def create_key(
+        self,
+        principal: Principal,
+        *,
+        name: str,
+        role: str,
+        expires_at: datetime | None = None,
+        scopes: list[str] | None = None,
+    ) -> tuple[ApiKeyInfo, str]:
+        """Create a key in the caller's tenant, no more powerful than the caller's own."""
+        require(principal, Action.KEYS)
+        if role not in ROLES:
+            raise RequestValidationError(
+                f"unknown role {role!r}; choose one of {', '.join(ROLES)}", field="role"
+            )
+        if role_rank(role) < role_rank(principal.role):
+            raise PermissionDeniedError(
+                f"a key with role {principal.role!r} cannot create a key with role {role!r}"
+            )
+        if expires_at is not None and expires_at <= utcnow():
+            raise RequestValidationError("expires_at must be in the future", field="expires_at")
+        with self._db.session() as session:
+            token, row = self._add_key(session, principal.tenant_id, name, role, expires_at, scopes)
+            session.commit()
+            return _key_info(row, principal.tenant_name), token
+
+    def list_keys(self, principal: Principal) -> list[ApiKeyInfo]:
+        """The keys of the caller's tenant (never their secrets)."""
+        require(principal, Action.KEYS)
+        with self._db.session() as session:
+            rows = session.scalars(
+                select(ApiKey)
+                .where(ApiKey.tenant_id == principal.tenant_id)
+                .order_by(ApiKey.created_at)
+            ).all()
+        return [_key_info(r, principal.tenant_name) for r in rows]
+
+    def revoke_key(self, principal: Principal, key_id: str) -> ApiKeyInfo:
+        """Revoke a key of the caller's tenant; effective on the next request."""
+        require(principal, Action.KEYS)
+        with self._db.session() as session:
+            row = session.scalar(
+                select(ApiKey).where(
+                    ApiKey.key_id == key_id, ApiKey.tenant_id == principal.tenant_id
+                )
+            )
+            if row is None:
+                raise ApiKeyNotFoundError(
+                    f"no API key {key_id!r} in tenant {principal.tenant_name!r}; "
+                    "'openmaas keys list' shows the key ids"
+                )
+            if row.revoked_at is None:
+                row.revoked_at = utcnow()
+            session.commit()
+            return _key_info(row, principal.tenant_name)
+
+    def _add_key(
+        self,
+        session: Session,
+        tenant_id: int,
+        name: str,
+        role: str,
+        expires_at: datetime | None,
+        scopes: list[str] | None,
+    ) -> tuple[str, ApiKey]:
+        allowed = default_scopes(role)
+        chosen = allowed if scopes is None else scopes
+        unknown = sorted(set(chosen) - set(allowed))
+        if unknown:
+            raise RequestValidationError(
+                f"scopes {unknown} are not allowed for role {role!r}; allowed: {allowed}",
+                field="scopes",
+            )
+        token, parsed = generate_api_key()
+        row = ApiKey(
+            key_id=parsed.key_id,
+            tenant_id=tenant_id,
+            name=name[:100],
+            role=role,
+            scopes=sorted(set(chosen)),
+            secret_hash=hash_secret(self._server_secret, parsed),
+            expires_at=expires_at,
+        )
+        session.add(row)
+        session.flush()
+        return token, row

@@ -1,0 +1,73 @@
+"""Server settings: read once from ``OPENMAAS_*`` environment variables, then passed down."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Every knob of the server. Each field is documented in the README's settings table."""
+
+    model_config = SettingsConfigDict(env_prefix="OPENMAAS_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("openmaas-data"),
+        description="Directory for the SQLite database, blob store and admin key file.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the metadata database; default SQLite in the data dir.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address the HTTP server binds to.")
+    port: int = Field(default=8000, ge=0, le=65535, description="Port the HTTP server binds to.")
+    max_request_bytes: int = Field(
+        default=16 * MiB, ge=1024, description="Largest accepted inference/API request body."
+    )
+    max_artifact_bytes: int = Field(
+        default=1024 * MiB, ge=1024, description="Largest accepted model artifact upload."
+    )
+    max_tensor_elements: int = Field(
+        default=10_000_000, ge=1, description="Most elements one input tensor may hold."
+    )
+    inference_threads: int = Field(
+        default_factory=lambda: max(1, os.cpu_count() or 1),
+        ge=1,
+        description="Threads that run model inference (never the event loop).",
+    )
+    model_cache_size: int = Field(
+        default=16, ge=1, description="Most model versions kept loaded in memory (LRU)."
+    )
+    demo_models: bool = Field(
+        default=True, description="Publish the demo models into the admin tenant at first start."
+    )
+    log_level: str = Field(default="info", description="Log level of the server.")
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to SQLite inside the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'openmaas.db').resolve()}"
+
+    @property
+    def blob_dir(self) -> Path:
+        """Where the local blob store keeps artifacts."""
+        return self.data_dir / "blobs"
+
+    @property
+    def admin_key_file(self) -> Path:
+        """The 0600 file holding the first admin API key."""
+        return self.data_dir / "admin.key"
+
+    @property
+    def secret_file(self) -> Path:
+        """The 0600 file holding the server secret that keys API-key hashes."""
+        return self.data_dir / "server.secret"
