@@ -22,12 +22,10 @@ that was wrong. The server renders them as RFC 9457 problems; the client raises 
     ├── NotFoundError (404 not_found)
     │   ├── ModelNotFoundError (404 model_not_found)
     │   ├── VersionNotFoundError (404 version_not_found)
-    │   ├── TenantNotFoundError (404 tenant_not_found)
     │   └── ApiKeyNotFoundError (404 api_key_not_found)
     ├── MethodNotAllowedError (405 method_not_allowed)
     ├── ConflictError (409 conflict)
     ├── PayloadTooLargeError (413 payload_too_large)
-    ├── UnsupportedMediaTypeError (415 unsupported_media_type)
     ├── InferenceError (500 inference_failed)
     └── ServiceUnavailableError (503 service_unavailable)
 """
@@ -58,10 +56,8 @@ __all__ = [
     "RequestValidationError",
     "ServiceUnavailableError",
     "ShapeMismatchError",
-    "TenantNotFoundError",
     "UnknownInputError",
     "UnknownOutputError",
-    "UnsupportedMediaTypeError",
     "VersionNotFoundError",
     "all_error_classes",
     "error_class_for_code",
@@ -171,11 +167,6 @@ class VersionNotFoundError(NotFoundError):
     title = "Model version not found"
 
 
-class TenantNotFoundError(NotFoundError):
-    code = "tenant_not_found"
-    title = "Tenant not found"
-
-
 class ApiKeyNotFoundError(NotFoundError):
     code = "api_key_not_found"
     title = "API key not found"
@@ -197,12 +188,6 @@ class PayloadTooLargeError(OpenMaaSError):
     status = 413
     code = "payload_too_large"
     title = "The request body is too large"
-
-
-class UnsupportedMediaTypeError(OpenMaaSError):
-    status = 415
-    code = "unsupported_media_type"
-    title = "Unsupported content type"
 
 
 class InferenceError(OpenMaaSError):

@@ -1,0 +1,145 @@
+"""The ``openmaas`` command, run as a user runs it, against the real server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from tests.helpers.models import breast_cancer_rows, scale_model
+from tests.helpers.server import LiveServer, server_env
+
+
+def openmaas(
+    *args: str, key: str | None = None, url: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = server_env()
+    if url:
+        env["OPENMAAS_URL"] = url
+    if key:
+        env["OPENMAAS_API_KEY"] = key
+    return subprocess.run(
+        [sys.executable, "-m", "openmaas", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_publish_list_show_infer_with_the_cli(server: LiveServer, tmp_path: Path) -> None:
+    model_file = tmp_path / "fraud.onnx"
+    model_file.write_bytes(scale_model(2.0))
+
+    def run(*args: str, key: str = server.admin_key) -> subprocess.CompletedProcess[str]:
+        return openmaas(*args, key=key, url=server.url)
+
+    first = run("models", "publish", str(model_file), "--name", "cli-fraud")
+    assert first.returncode == 0, first.stderr
+    assert "admin/cli-fraud version 1" in first.stdout
+    model_file.write_bytes(scale_model(5.0))
+    second = run("models", "publish", str(model_file), "--name", "cli-fraud", "--alias", "prod")
+    assert "version 2" in second.stdout
+
+    listing = run("models", "list")
+    line = next(x for x in listing.stdout.splitlines() if x.startswith("admin/cli-fraud"))
+    assert line.split()[1:] == ["2", "private"]
+    shown = json.loads(run("models", "show", "admin/cli-fraud").stdout)
+    assert shown["aliases"] == {"latest": 2, "prod": 2}
+    assert shown["versions"][0]["signature"]["inputs"][0]["name"] == "x"
+
+    inline = run("infer", "admin/cli-fraud", "--input", '{"x": [[1, 2, 3, 4]]}')
+    assert json.loads(inline.stdout) == {"y": [[5.0, 10.0, 15.0, 20.0]]}
+    run("models", "alias", "admin/cli-fraud", "prod", "1")
+    inputs_file = tmp_path / "inputs.json"
+    inputs_file.write_text(json.dumps({"x": [[1, 1, 1, 1], [2, 2, 2, 2]]}))
+    from_file = run("infer", "admin/cli-fraud", "--input", str(inputs_file), "--version", "prod")
+    assert json.loads(from_file.stdout) == {"y": [[2.0] * 4, [4.0] * 4]}
+
+    missing = run("infer", "admin/cli-nothing", "--input", '{"x": [[1, 2, 3, 4]]}')
+    assert missing.returncode == 1
+    assert "model_not_found" in missing.stderr
+
+
+def test_demo_model_through_the_cli(server: LiveServer) -> None:
+    row = breast_cancer_rows(1).tolist()
+    result = openmaas(
+        "infer",
+        "admin/breast-cancer",
+        "--input",
+        json.dumps({"float_input": row}),
+        key=server.admin_key,
+        url=server.url,
+    )
+    assert result.returncode == 0, result.stderr
+    output = json.loads(result.stdout)
+    assert output["output_label"] == [0]
+    assert np.isclose(sum(output["output_probability"][0]), 1.0)
+
+
+def test_tenants_and_keys_with_the_cli(server: LiveServer) -> None:
+    created = openmaas("tenants", "create", "cli-lab", key=server.admin_key, url=server.url)
+    assert created.returncode == 0, created.stderr
+    lab_key = created.stdout.strip().splitlines()[-1]
+    assert lab_key.startswith("om_")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return openmaas(*args, key=lab_key, url=server.url)
+
+    assert json.loads(run("whoami").stdout)["tenant"] == "cli-lab"
+    made = run("keys", "create", "--role", "viewer", "--name", "reader", "--expires", "30d")
+    assert made.returncode == 0, made.stderr
+    viewer_key = made.stdout.strip().splitlines()[-1]
+    key_id = viewer_key[3:15]
+    listing = run("keys", "list").stdout
+    assert key_id in listing
+    assert viewer_key not in listing
+    assert "reader" in listing
+    assert openmaas("models", "list", key=viewer_key, url=server.url).returncode == 0
+    assert run("keys", "revoke", key_id).returncode == 0
+    revoked = openmaas("models", "list", key=viewer_key, url=server.url)
+    assert revoked.returncode == 1
+    assert "revoked" in revoked.stderr
+    bad_role = run("keys", "create", "--role", "emperor")
+    assert bad_role.returncode == 2
+    denied = run("tenants", "create", "cli-lab-2")
+    assert denied.returncode == 1
+    assert "permission_denied" in denied.stderr
+
+
+def test_init_creates_a_data_dir_once(tmp_path: Path) -> None:
+    data_dir = tmp_path / "fresh"
+    env_args = ("init", "--data-dir", str(data_dir))
+    first = subprocess.run(
+        [sys.executable, "-m", "openmaas", *env_args],
+        env=server_env(OPENMAAS_DEMO_MODELS="false"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert first.returncode == 0, first.stderr
+    key = (data_dir / "admin.key").read_text().strip()
+    assert key in first.stdout
+    second = subprocess.run(
+        [sys.executable, "-m", "openmaas", *env_args],
+        env=server_env(OPENMAAS_DEMO_MODELS="false"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert second.returncode == 0
+    assert key not in second.stdout
+    assert "already initialised" in second.stdout
+
+
+def test_unreachable_server_is_a_clear_error() -> None:
+    result = openmaas("models", "list", key="om_x", url="http://127.0.0.1:9")
+    assert result.returncode == 2
+    assert "cannot reach the server" in result.stderr

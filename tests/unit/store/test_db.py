@@ -1,0 +1,103 @@
+"""Database: migrations create exactly the tables of the models, and SQLite is set up safely."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect, select
+from sqlalchemy.exc import IntegrityError
+
+from openmaas.store.db import Database
+from openmaas.store.tables import Base, Tenant
+
+TABLES = {"tenants", "api_keys", "models", "model_versions", "model_aliases"}
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = Database(f"sqlite:///{tmp_path / 'meta.db'}")
+    database.migrate()
+    yield database
+    database.close()
+
+
+def test_migrate_creates_the_tables(db: Database) -> None:
+    names = set(inspect(db.engine).get_table_names())
+    assert names == TABLES | {"alembic_version"}
+
+
+def test_migrate_records_the_head_revision(db: Database) -> None:
+    with db.engine.connect() as connection:
+        revision = MigrationContext.configure(connection).get_current_revision()
+    assert revision == "0001"
+
+
+def test_migrate_twice_is_a_no_op(db: Database) -> None:
+    with db.session() as session:
+        session.add(Tenant(name="kept", is_platform=False))
+        session.commit()
+    db.migrate()
+    with db.session() as session:
+        assert session.scalars(select(Tenant.name)).all() == ["kept"]
+
+
+def test_migrated_schema_matches_the_table_models(db: Database) -> None:
+    with db.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        diff = compare_metadata(context, Base.metadata)
+    assert diff == []
+
+
+@pytest.mark.parametrize(
+    ("pragma", "expected"),
+    [
+        ("journal_mode", "wal"),
+        ("secure_delete", 1),
+        ("foreign_keys", 1),
+        ("synchronous", 2),  # FULL
+        ("busy_timeout", 5000),
+    ],
+)
+def test_sqlite_pragmas_are_set_on_every_connection(
+    db: Database, pragma: str, expected: object
+) -> None:
+    with db.engine.connect() as first, db.engine.connect() as second:
+        for connection in (first, second):
+            assert connection.exec_driver_sql(f"PRAGMA {pragma}").scalar() == expected
+
+
+def test_foreign_keys_are_enforced(db: Database) -> None:
+    with db.engine.connect() as connection, pytest.raises(IntegrityError):
+        connection.exec_driver_sql(
+            "INSERT INTO models (tenant_id, name, visibility, description, created_at) "
+            "VALUES (999, 'orphan', 'private', '', '2024-01-01 00:00:00')"
+        )
+
+
+def test_deleting_a_tenant_cascades(db: Database) -> None:
+    with db.engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO tenants (id, name, is_platform, created_at) "
+            "VALUES (1, 'gone', 0, '2024-01-01 00:00:00')"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO models (tenant_id, name, visibility, description, created_at) "
+            "VALUES (1, 'm', 'private', '', '2024-01-01 00:00:00')"
+        )
+        connection.exec_driver_sql("DELETE FROM tenants WHERE id = 1")
+        assert connection.exec_driver_sql("SELECT count(*) FROM models").scalar() == 0
+
+
+def test_datetimes_read_back_timezone_aware(db: Database) -> None:
+    with db.session() as session:
+        session.add(Tenant(name="tz", is_platform=False))
+        session.commit()
+    with db.session() as session:
+        created = session.scalars(select(Tenant.created_at)).one()
+    assert created.tzinfo is not None
+    assert created.utcoffset() is not None
+    assert created.utcoffset().total_seconds() == 0
