@@ -62,8 +62,9 @@ def build_services(settings: Settings) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     db = Database(settings.resolved_database_url)
     db.migrate()
-    accounts = Accounts(db, _server_secret(settings))
-    registry = Registry(db, LocalBlobStore(settings.blob_dir))
+    cache_seconds = settings.metadata_cache_seconds
+    accounts = Accounts(db, _server_secret(settings), cache_seconds)
+    registry = Registry(db, LocalBlobStore(settings.blob_dir), cache_seconds)
     backend = ThreadBackend(settings.inference_threads, settings.model_cache_size)
     dataplane = DataPlane(registry, backend, settings.max_tensor_elements)
     return Services(settings, db, accounts, registry, backend, dataplane)

@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     model_cache_size: int = Field(
         default=16, ge=1, description="Most model versions kept loaded in memory (LRU)."
     )
+    metadata_cache_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="How long API keys and model versions stay cached; writes clear it at once.",
+    )
     demo_models: bool = Field(
         default=True, description="Publish the demo models into the admin tenant at first start."
     )

@@ -12,7 +12,7 @@ from openmaas.security import Principal
 __all__ = ["CurrentPrincipal", "ServicesDep", "get_principal", "get_services"]
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     """The services composed by create_app."""
     services: Services = request.app.state.services
     return services
@@ -21,8 +21,8 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_principal(request: Request, services: ServicesDep) -> Principal:
-    """Authenticate the ``Authorization: Bearer`` API key of the request."""
+async def get_principal(request: Request, services: ServicesDep) -> Principal:
+    """Authenticate the ``Authorization: Bearer`` API key (cached briefly; no thread hop)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer":

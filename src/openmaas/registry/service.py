@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from openmaas._ttl_cache import TTLCache
 from openmaas.errors import ModelNotFoundError, RequestValidationError, VersionNotFoundError
 from openmaas.names import check_model_name
 from openmaas.runtimes import Signature, prepare_artifact
@@ -108,9 +109,10 @@ def _check_visibility(visibility: str) -> str:
 class Registry:
     """Versions, aliases and signatures of models, and the blobs behind them."""
 
-    def __init__(self, db: Database, blobs: BlobStore) -> None:
+    def __init__(self, db: Database, blobs: BlobStore, cache_seconds: float = 0.0) -> None:
         self._db = db
         self._blobs = blobs
+        self._resolved: TTLCache[ResolvedVersion] = TTLCache(cache_seconds)
 
     # -- lookups --------------------------------------------------------------------------
 
@@ -170,16 +172,22 @@ class Registry:
     ) -> ResolvedVersion:
         """The version a caller means by ``ref`` and ``version`` (number, alias or latest)."""
         require(principal, Action.MODELS_READ)
+        cache_key = (principal.tenant_id, ref, version)
+        cached = self._resolved.get(cache_key)
+        if cached is not None:
+            return cached
         with self._db.session() as session:
             model, tenant = self._find_model(session, principal, ref)
             row = self._find_version(session, model, version)
-            return ResolvedVersion(
+            resolved = ResolvedVersion(
                 model_id=f"{tenant.name}/{model.name}",
                 version=row.version,
                 format=row.format,
                 sha256=row.sha256,
                 signature=Signature.from_dict(row.signature),
             )
+        self._resolved.put(cache_key, resolved)
+        return resolved
 
     def load_artifact(self, sha256: str) -> bytes:
         """The verified bytes of an artifact."""
@@ -246,6 +254,7 @@ class Registry:
             for alias_name in {LATEST, alias or LATEST}:
                 session.merge(Alias(model_id=model.id, name=alias_name, version_id=row.id))
             session.commit()
+            self._resolved.clear()
             return self._version_info(principal.tenant_name, model, row)
 
     def set_alias(
@@ -259,6 +268,7 @@ class Registry:
             row = self._find_version(session, model, str(version))
             session.merge(Alias(model_id=model.id, name=alias, version_id=row.id))
             session.commit()
+        self._resolved.clear()
         return self.get(principal, ref)
 
     def update(
@@ -278,6 +288,7 @@ class Registry:
             if description is not None:
                 model.description = description
             session.commit()
+        self._resolved.clear()
         return self.get(principal, ref)
 
     # -- listing --------------------------------------------------------------------------

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from openmaas._ttl_cache import TTLCache
 from openmaas.errors import (
     ApiKeyNotFoundError,
     AuthenticationError,
@@ -55,6 +56,16 @@ class ApiKeyInfo:
     revoked_at: datetime | None
 
 
+@dataclass(frozen=True)
+class _CachedKey:
+    """What authentication needs of a key row, kept briefly in memory."""
+
+    secret_hash: str
+    revoked: bool
+    expires_at: datetime | None
+    principal: Principal
+
+
 def _key_info(row: ApiKey, tenant: str) -> ApiKeyInfo:
     return ApiKeyInfo(
         key_id=row.key_id,
@@ -71,9 +82,10 @@ def _key_info(row: ApiKey, tenant: str) -> ApiKeyInfo:
 class Accounts:
     """The service behind tenants, keys and authentication."""
 
-    def __init__(self, db: Database, server_secret: bytes) -> None:
+    def __init__(self, db: Database, server_secret: bytes, cache_seconds: float = 0.0) -> None:
         self._db = db
         self._server_secret = server_secret
+        self._keys: TTLCache[_CachedKey] = TTLCache(cache_seconds)
 
     # -- authentication -------------------------------------------------------------------
 
@@ -85,28 +97,43 @@ class Accounts:
                 "the first admin key is in the data directory's admin.key file"
             )
         parsed = parse_api_key(token)
+        known = self._keys.get(parsed.key_id) or self._load_key(parsed.key_id)
+        candidate = hash_secret(self._server_secret, parsed)
+        if known is None or not secrets_match(known.secret_hash, candidate):
+            raise AuthenticationError("the API key is not valid")
+        if known.revoked:
+            raise AuthenticationError(f"the API key {parsed.key_id} was revoked")
+        if known.expires_at is not None and known.expires_at <= utcnow():
+            raise AuthenticationError(
+                f"the API key {parsed.key_id} expired at {known.expires_at}"
+            )
+        return known.principal
+
+    def _load_key(self, key_id: str) -> _CachedKey | None:
         with self._db.session() as session:
             row = session.execute(
                 select(ApiKey, Tenant)
                 .join(Tenant, Tenant.id == ApiKey.tenant_id)
-                .where(ApiKey.key_id == parsed.key_id)
+                .where(ApiKey.key_id == key_id)
             ).first()
-        candidate = hash_secret(self._server_secret, parsed)
-        if row is None or not secrets_match(row.ApiKey.secret_hash, candidate):
-            raise AuthenticationError("the API key is not valid")
+        if row is None:
+            return None
         key, tenant = row.ApiKey, row.Tenant
-        if key.revoked_at is not None:
-            raise AuthenticationError(f"the API key {key.key_id} was revoked")
-        if key.expires_at is not None and key.expires_at <= utcnow():
-            raise AuthenticationError(f"the API key {key.key_id} expired at {key.expires_at}")
-        return Principal(
-            tenant_id=tenant.id,
-            tenant_name=tenant.name,
-            is_platform=tenant.is_platform,
-            key_id=key.key_id,
-            role=key.role,
-            scopes=frozenset(key.scopes),
+        known = _CachedKey(
+            secret_hash=key.secret_hash,
+            revoked=key.revoked_at is not None,
+            expires_at=key.expires_at,
+            principal=Principal(
+                tenant_id=tenant.id,
+                tenant_name=tenant.name,
+                is_platform=tenant.is_platform,
+                key_id=key.key_id,
+                role=key.role,
+                scopes=frozenset(key.scopes),
+            ),
         )
+        self._keys.put(key_id, known)
+        return known
 
     # -- tenants --------------------------------------------------------------------------
 
@@ -167,6 +194,8 @@ class Accounts:
             raise PermissionDeniedError(
                 f"a key with role {principal.role!r} cannot create a key with role {role!r}"
             )
+        if expires_at is not None and expires_at.tzinfo is None:
+            expires_at = expires_at.replace(tzinfo=UTC)  # a naive time means UTC
         if expires_at is not None and expires_at <= utcnow():
             raise RequestValidationError("expires_at must be in the future", field="expires_at")
         with self._db.session() as session:
@@ -202,6 +231,7 @@ class Accounts:
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
             session.commit()
+            self._keys.clear()
             return _key_info(row, principal.tenant_name)
 
     def _add_key(

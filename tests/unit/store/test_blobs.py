@@ -36,7 +36,7 @@ def test_put_leaves_no_temporary_files(store: LocalBlobStore) -> None:
     digests = {store.put(bytes([i]) * 1000) for i in range(5)}
     files = sorted(p for p in store.root.rglob("*") if p.is_file())
     assert [p.name for p in files] == sorted(digests)
-    assert not [p for p in store.root.rglob(".tmp-*")]
+    assert not list(store.root.rglob(".tmp-*"))
 
 
 def test_put_is_idempotent(store: LocalBlobStore) -> None:
