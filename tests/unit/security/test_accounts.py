@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -103,21 +104,57 @@ def test_revoking_twice_keeps_the_first_time(accounts: Accounts, admin: Principa
     assert first.revoked_at == second.revoked_at
 
 
+def _uncached(services: Services) -> Accounts:
+    """Accounts on the same database and server secret, remembering nothing between calls."""
+    return Accounts(services.db, services.settings.secret_file.read_bytes(), cache_seconds=0)
+
+
+def _set_expiry(services: Services, key_id: str, when: datetime) -> None:
+    with services.db.session() as session:
+        session.execute(update(ApiKey).where(ApiKey.key_id == key_id).values(expires_at=when))
+        session.commit()
+
+
 def test_expired_key_is_rejected(services: Services, admin: Principal) -> None:
-    accounts = services.accounts
+    accounts = _uncached(services)
     soon = datetime.now(UTC) + timedelta(hours=1)
     info, token = accounts.create_key(admin, name="short", role="consumer", expires_at=soon)
     assert info.expires_at == soon
     assert accounts.authenticate(token).role == "consumer"
-    with services.db.session() as session:
-        session.execute(
-            update(ApiKey)
-            .where(ApiKey.key_id == info.key_id)
-            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
-        )
-        session.commit()
+    _set_expiry(services, info.key_id, datetime.now(UTC) - timedelta(seconds=1))
     with pytest.raises(AuthenticationError, match="expired"):
         accounts.authenticate(token)
+
+
+def test_cached_key_still_expires_on_time(services: Services, admin: Principal) -> None:
+    accounts = Accounts(services.db, services.settings.secret_file.read_bytes(), cache_seconds=60)
+    info, token = accounts.create_key(
+        admin, name="short", role="consumer", expires_at=datetime.now(UTC) + timedelta(hours=1)
+    )
+    _set_expiry(services, info.key_id, datetime.now(UTC) + timedelta(milliseconds=300))
+    assert accounts.authenticate(token).role == "consumer"  # now cached with that expiry
+    time.sleep(0.35)
+    with pytest.raises(AuthenticationError, match="expired"):
+        accounts.authenticate(token)
+
+
+def test_revocation_is_immediate_despite_the_cache(services: Services, admin: Principal) -> None:
+    accounts = Accounts(services.db, services.settings.secret_file.read_bytes(), cache_seconds=60)
+    info, token = accounts.create_key(admin, name="temp", role="consumer")
+    assert accounts.authenticate(token).key_id == info.key_id
+    accounts.revoke_key(admin, info.key_id)
+    with pytest.raises(AuthenticationError, match="revoked"):
+        accounts.authenticate(token)
+
+
+def test_cache_does_not_accept_a_wrong_secret(services: Services, admin_key: str) -> None:
+    accounts = Accounts(services.db, services.settings.secret_file.read_bytes(), cache_seconds=60)
+    assert accounts.authenticate(admin_key).role == "owner"
+    key_id = parse_api_key(admin_key).key_id
+    _, other = generate_api_key()
+    body = f"om_{key_id}_{other.secret}"
+    with pytest.raises(AuthenticationError, match="not valid"):
+        accounts.authenticate(body + _checksum(body))
 
 
 def test_expiry_in_the_past_is_refused(accounts: Accounts, admin: Principal) -> None:
