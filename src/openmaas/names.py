@@ -6,15 +6,15 @@ import re
 
 from openmaas.errors import RequestValidationError
 
-__all__ = ["RESERVED_NAMES", "check_model_name", "check_tenant_name"]
+__all__ = ["RESERVED_NAMES", "check_alias_name", "check_model_name", "check_tenant_name"]
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 # Path words of the inference routes; a model or tenant named like them would be ambiguous.
 RESERVED_NAMES = frozenset({"versions", "ready", "infer", "explain", "metadata", "health"})
 
 
 def _check(kind: str, name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise RequestValidationError(
             f"{kind} name {name!r} is not valid: use 1-63 lowercase letters, digits, '.', '_' or "
             f"'-', starting with a letter or digit (for example 'fraud-detector')",
@@ -35,3 +35,14 @@ def check_tenant_name(name: str) -> str:
 def check_model_name(name: str) -> str:
     """Return ``name`` if it is a valid model name, else raise RequestValidationError."""
     return _check("model", name)
+
+
+def check_alias_name(name: str) -> str:
+    """Like a model name, but not all digits: a number always means a version."""
+    _check("alias", name)
+    if name.isdigit():
+        raise RequestValidationError(
+            f"alias {name!r} is a number, which would read as a version; use a word like 'prod'",
+            field="alias",
+        )
+    return name

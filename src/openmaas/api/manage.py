@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from openmaas.api.deps import CurrentPrincipal, ServicesDep
 from openmaas.errors import PermissionDeniedError
@@ -129,14 +131,18 @@ async def publish_version(
             f"only tenant {ref.tenant!r} can publish versions of {model_id!r}"
         )
     data = await request.body()
-    return services.registry.publish(
-        principal,
-        ref.name,
-        data,
-        alias=alias,
-        visibility=visibility,
-        description=description,
-        format=format,
+    # Validating and loading an artifact takes seconds for a big model: not on the event loop.
+    return await run_in_threadpool(
+        functools.partial(
+            services.registry.publish,
+            principal,
+            ref.name,
+            data,
+            alias=alias,
+            visibility=visibility,
+            description=description,
+            format=format,
+        )
     )
 
 

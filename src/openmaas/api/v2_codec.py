@@ -71,6 +71,67 @@ def _flatten_strings(data: Any, where: str) -> list[bytes]:
     return out
 
 
+_KINDS = {"BOOL": "b", "UINT": "iu", "INT": "iu", "FP": "iuf"}
+_KIND_WORDS = {"b": "true/false", "iu": "integers", "iuf": "numbers"}
+
+
+def _kinds_for(datatype: str) -> str:
+    return next(kinds for prefix, kinds in _KINDS.items() if datatype.startswith(prefix))
+
+
+def _typed_array(datatype: str, data: Any, where: str) -> np.ndarray:
+    """Convert JSON values without silent coercion: no strings as booleans, no 1.5 as 1."""
+    target = DATATYPES[datatype]
+    kinds = _kinds_for(datatype)
+    field = f"{where}.data"
+    try:
+        raw = np.asarray(data)
+    except ValueError as exc:
+        raise InvalidInputError(
+            f"{field} is not a regular nested list (rows of different lengths?)", field=field
+        ) from exc
+    if raw.size == 0:
+        return np.empty(raw.shape, dtype=target)
+    if raw.dtype.kind == "f" and kinds == "iu":
+        # numpy turns integers beyond int64 into floats: look at the JSON values themselves.
+        raw = np.asarray(data, dtype=object)
+    if raw.dtype.kind == "O":  # mixed, null, or integers beyond int64
+        values = raw.reshape(-1).tolist()
+        accepted = (int,) if kinds == "iu" else (int, float)
+        if kinds == "b" or not all(
+            isinstance(v, accepted) and not isinstance(v, bool) for v in values
+        ):
+            raise InvalidInputError(
+                f"{field} must hold only {_KIND_WORDS[kinds]} for {datatype}", field=field
+            )
+        try:
+            return np.array(values, dtype=target).reshape(raw.shape)
+        except OverflowError as exc:
+            raise InvalidInputError(
+                f"{field} has values out of range for {datatype}", field=field
+            ) from exc
+    if raw.dtype.kind not in kinds:
+        raise InvalidInputError(
+            f"{field} must hold {_KIND_WORDS[kinds]} for {datatype}, not {raw.dtype.kind!r} "
+            f"values like {raw.reshape(-1)[0]!r}",
+            field=field,
+        )
+    if target.kind in "iu":
+        info = np.iinfo(str(target))
+        if raw.min() < info.min or raw.max() > info.max:
+            raise InvalidInputError(
+                f"{field} has values outside {datatype}'s range {info.min}..{info.max}",
+                field=field,
+            )
+    try:
+        with np.errstate(over="raise"):
+            return raw.astype(target)
+    except FloatingPointError as exc:
+        raise InvalidInputError(
+            f"{field} has values too large for {datatype}", field=field
+        ) from exc
+
+
 def _json_array(datatype: str, shape: tuple[int, ...], data: Any, where: str) -> np.ndarray:
     expected = math.prod(shape)
     if datatype == "BYTES":
@@ -78,13 +139,7 @@ def _json_array(datatype: str, shape: tuple[int, ...], data: Any, where: str) ->
         array = np.empty(len(flat), dtype=object)
         array[:] = flat
     else:
-        try:
-            array = np.asarray(data, dtype=DATATYPES[datatype])
-        except (ValueError, TypeError, OverflowError) as exc:
-            raise InvalidInputError(
-                f"{where}.data does not hold {datatype} values in a regular nested list: {exc}",
-                field=f"{where}.data",
-            ) from exc
+        array = _typed_array(datatype, data, where)
     if array.size != expected:
         raise DataLengthMismatchError(
             f"{where} has shape {list(shape)}, which needs {expected} elements, "
@@ -145,7 +200,8 @@ def _decode_input(item: Any, index: int, binary: memoryview, offset: int) -> tup
     parameters = _object(spec.get("parameters") or {}, f"{where}.parameters")
     size = parameters.get("binary_data_size")
     if size is not None:
-        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+        fits = isinstance(size, int) and not isinstance(size, bool) and size >= 0
+        if not fits or offset + size > len(binary):
             raise BadRequestError(
                 f"{where}.parameters.binary_data_size ({size!r}) does not fit the "
                 f"{len(binary) - offset} binary bytes left in the body",
@@ -229,6 +285,9 @@ def _json_data(tensor: Tensor) -> list[Any]:
             v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else str(v) for v in flat
         ]
     data: list[Any] = flat.tolist()
+    if flat.dtype.kind == "f" and not np.isfinite(flat).all():
+        # NaN and infinities are not JSON: send null, as strict parsers require.
+        return [v if math.isfinite(v) else None for v in data]
     return data
 
 

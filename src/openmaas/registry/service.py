@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from openmaas._ttl_cache import TTLCache
 from openmaas.errors import ModelNotFoundError, RequestValidationError, VersionNotFoundError
-from openmaas.names import check_model_name
+from openmaas.names import check_alias_name, check_model_name
 from openmaas.runtimes import Signature, prepare_artifact
 from openmaas.security.policy import Action, Principal, require
 from openmaas.store.blobs import BlobStore
@@ -30,6 +30,7 @@ __all__ = [
 
 VISIBILITIES = ("private", "public")
 LATEST = "latest"
+MAX_VERSION = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,11 @@ class Registry:
 
     def _find_version(self, session: Session, model: Model, spec: str | None) -> ModelVersion:
         spec = spec or LATEST
-        if spec.isdigit():
+        if spec.isascii() and spec.isdigit():
+            if int(spec) > MAX_VERSION:
+                raise VersionNotFoundError(
+                    f"model {model.name!r} has no version {spec}", field="version"
+                )
             query = select(ModelVersion).where(
                 ModelVersion.model_id == model.id, ModelVersion.version == int(spec)
             )
@@ -210,7 +215,7 @@ class Registry:
         require(principal, Action.MODELS_WRITE)
         check_model_name(name)
         if alias is not None:
-            check_model_name(alias)
+            check_alias_name(alias)
         if visibility is not None:
             _check_visibility(visibility)
         prepared = prepare_artifact(data, format)
@@ -262,7 +267,7 @@ class Registry:
     ) -> ModelDetail:
         """Point ``alias`` at an existing version of one of the caller's models."""
         require(principal, Action.MODELS_WRITE)
-        check_model_name(alias)
+        check_alias_name(alias)
         with self._db.session() as session:
             model, _ = self._find_own_model(session, principal, ref)
             row = self._find_version(session, model, str(version))

@@ -70,10 +70,12 @@ def _drop_zipmap(model: onnx.ModelProto) -> dict[str, Any]:
                 labels = [s.decode() for s in attr.strings]
         out_name, in_name = node.output[0], node.input[0]
         graph.node.remove(node)
+        # The probability tensor takes the output's name everywhere it is produced or read.
         for other in graph.node:
-            for i, name in enumerate(other.output):
-                if name == in_name:
-                    other.output[i] = out_name
+            for names in (other.input, other.output):
+                for i, name in enumerate(names):
+                    if name == in_name:
+                        names[i] = out_name
         for i, out in enumerate(graph.output):
             if out.name == out_name:
                 graph.output.remove(out)

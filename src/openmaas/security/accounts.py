@@ -104,9 +104,7 @@ class Accounts:
         if known.revoked:
             raise AuthenticationError(f"the API key {parsed.key_id} was revoked")
         if known.expires_at is not None and known.expires_at <= utcnow():
-            raise AuthenticationError(
-                f"the API key {parsed.key_id} expired at {known.expires_at}"
-            )
+            raise AuthenticationError(f"the API key {parsed.key_id} expired at {known.expires_at}")
         return known.principal
 
     def _load_key(self, key_id: str) -> _CachedKey | None:
@@ -145,7 +143,9 @@ class Accounts:
             tenant = Tenant(name=check_tenant_name(name), is_platform=True)
             session.add(tenant)
             session.flush()
-            token, _ = self._add_key(session, tenant.id, "bootstrap", "owner", None, None)
+            token, _ = self._add_key(
+                session, tenant.id, "bootstrap", "owner", None, default_scopes("owner")
+            )
             session.commit()
         return token
 
@@ -160,7 +160,9 @@ class Accounts:
                 session.flush()
             except IntegrityError as exc:
                 raise ConflictError(f"tenant {name!r} already exists; choose another name") from exc
-            token, _ = self._add_key(session, tenant.id, "owner", "owner", None, None)
+            token, _ = self._add_key(
+                session, tenant.id, "owner", "owner", None, default_scopes("owner")
+            )
             session.commit()
             return TenantInfo(tenant.name, tenant.is_platform, tenant.created_at), token
 
@@ -198,6 +200,20 @@ class Accounts:
             expires_at = expires_at.replace(tzinfo=UTC)  # a naive time means UTC
         if expires_at is not None and expires_at <= utcnow():
             raise RequestValidationError("expires_at must be in the future", field="expires_at")
+        allowed = default_scopes(role)
+        if scopes is None:
+            scopes = [s for s in allowed if s in principal.scopes]
+        unknown = sorted(set(scopes) - set(allowed))
+        if unknown:
+            raise RequestValidationError(
+                f"scopes {unknown} are not allowed for role {role!r}; allowed: {allowed}",
+                field="scopes",
+            )
+        beyond = sorted(set(scopes) - principal.scopes)
+        if beyond:
+            raise PermissionDeniedError(
+                f"this key cannot grant scopes it does not hold itself: {beyond}"
+            )
         with self._db.session() as session:
             token, row = self._add_key(session, principal.tenant_id, name, role, expires_at, scopes)
             session.commit()
@@ -241,23 +257,15 @@ class Accounts:
         name: str,
         role: str,
         expires_at: datetime | None,
-        scopes: list[str] | None,
+        scopes: list[str],
     ) -> tuple[str, ApiKey]:
-        allowed = default_scopes(role)
-        chosen = allowed if scopes is None else scopes
-        unknown = sorted(set(chosen) - set(allowed))
-        if unknown:
-            raise RequestValidationError(
-                f"scopes {unknown} are not allowed for role {role!r}; allowed: {allowed}",
-                field="scopes",
-            )
         token, parsed = generate_api_key()
         row = ApiKey(
             key_id=parsed.key_id,
             tenant_id=tenant_id,
             name=name[:100],
             role=role,
-            scopes=sorted(set(chosen)),
+            scopes=sorted(set(scopes)),
             secret_hash=hash_secret(self._server_secret, parsed),
             expires_at=expires_at,
         )

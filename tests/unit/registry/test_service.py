@@ -16,6 +16,7 @@ from openmaas.errors import (
 )
 from openmaas.registry import ModelRef, Registry
 from openmaas.security import Principal
+from openmaas.store import LocalBlobStore
 from tests.helpers.models import identity_model, scale_model
 
 SCALE_2 = scale_model(2.0)
@@ -327,3 +328,49 @@ def test_model_ref_parse() -> None:
     for bad in ("a/b/c", "acme/", ""):
         with pytest.raises(RequestValidationError):
             ModelRef.parse(bad)
+
+
+# -- the resolve cache ------------------------------------------------------------------
+
+
+@pytest.fixture
+def cached(services: Services) -> Registry:
+    """A registry over the same store that remembers resolutions for a minute."""
+    return Registry(services.db, LocalBlobStore(services.settings.blob_dir), cache_seconds=60)
+
+
+def test_publish_moves_latest_at_once_despite_the_cache(cached: Registry, admin: Principal) -> None:
+    cached.publish(admin, "scaler", SCALE_2)
+    assert cached.resolve(admin, MINE).version == 1
+    cached.publish(admin, "scaler", SCALE_3)
+    assert cached.resolve(admin, MINE).version == 2
+
+
+def test_set_alias_moves_at_once_despite_the_cache(cached: Registry, admin: Principal) -> None:
+    cached.publish(admin, "scaler", SCALE_2, alias="prod")
+    cached.publish(admin, "scaler", SCALE_3)
+    assert cached.resolve(admin, MINE, "prod").version == 1
+    cached.set_alias(admin, MINE, "prod", 2)
+    assert cached.resolve(admin, MINE, "prod").version == 2
+
+
+def test_making_a_model_private_hides_it_at_once(
+    cached: Registry, admin: Principal, acme: Principal
+) -> None:
+    cached.publish(acme, "shared", SCALE_2, visibility="public")
+    ref = ModelRef("acme", "shared")
+    assert cached.resolve(admin, ref).version == 1
+    cached.update(acme, ref, visibility="private")
+    with pytest.raises(ModelNotFoundError):
+        cached.resolve(admin, ref)
+
+
+def test_cache_does_not_leak_across_tenants(
+    cached: Registry, admin: Principal, acme: Principal
+) -> None:
+    cached.publish(admin, "scaler", SCALE_2)
+    cached.publish(acme, "scaler", SCALE_3)
+    assert cached.resolve(admin, MINE).model_id == "admin/scaler"
+    assert cached.resolve(acme, MINE).model_id == "acme/scaler"
+    with pytest.raises(ModelNotFoundError):
+        cached.resolve(acme, ModelRef("admin", "scaler"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
@@ -28,8 +27,10 @@ def accounts(services: Services) -> Accounts:
     return services.accounts
 
 
-def _key(accounts: Accounts, principal: Principal, role: str, **kwargs: object) -> Principal:
-    _, token = accounts.create_key(principal, name=f"{role} key", role=role, **kwargs)  # type: ignore[arg-type]
+def _key(
+    accounts: Accounts, principal: Principal, role: str, scopes: list[str] | None = None
+) -> Principal:
+    _, token = accounts.create_key(principal, name=f"{role} key", role=role, scopes=scopes)
     return accounts.authenticate(token)
 
 
@@ -131,9 +132,9 @@ def test_cached_key_still_expires_on_time(services: Services, admin: Principal) 
     info, token = accounts.create_key(
         admin, name="short", role="consumer", expires_at=datetime.now(UTC) + timedelta(hours=1)
     )
-    _set_expiry(services, info.key_id, datetime.now(UTC) + timedelta(milliseconds=300))
+    _set_expiry(services, info.key_id, datetime.now(UTC) + timedelta(milliseconds=500))
     assert accounts.authenticate(token).role == "consumer"  # now cached with that expiry
-    time.sleep(0.35)
+    time.sleep(0.55)
     with pytest.raises(AuthenticationError, match="expired"):
         accounts.authenticate(token)
 
@@ -179,25 +180,20 @@ def test_naive_expiry_is_not_a_python_error(accounts: Accounts, admin: Principal
         assert accounts.authenticate(token).role == "consumer"
 
 
-def test_secret_is_never_stored(services: Services, settings_data_dir: Path) -> None:
+def test_secret_is_never_stored(services: Services) -> None:
     accounts = services.accounts
     token = accounts.ensure_platform_tenant("admin")
     assert token is not None
     owner = accounts.authenticate(token)
     _, second = accounts.create_key(owner, name="another", role="viewer")
     services.db.close()
-    stored = b"".join(p.read_bytes() for p in settings_data_dir.glob("openmaas.db*"))
+    stored = b"".join(p.read_bytes() for p in services.settings.data_dir.glob("openmaas.db*"))
     assert stored
     for full in (token, second):
         secret = parse_api_key(full).secret
         assert secret.encode() not in stored
         assert full.encode() not in stored
         assert parse_api_key(full).key_id.encode() in stored
-
-
-@pytest.fixture
-def settings_data_dir(services: Services) -> Path:
-    return services.settings.data_dir
 
 
 def test_platform_tenant_is_created_once(accounts: Accounts, admin_key: str) -> None:

@@ -7,6 +7,7 @@ loop only awaits. The serving-engine work replaces this with worker processes.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,15 @@ from openmaas.runtimes import Runtime, load_runtime
 from openmaas.serving.backends.base import ModelHandle
 
 __all__ = ["ThreadBackend"]
+
+_INPUT_FAULTS = frozenset({"InvalidArgument", "Fail"})
+_SOURCE_PATH = re.compile(r"\S*/\S+\.(?:h|cc|cpp|c):\d+\s*")
+
+
+def _public_message(exc: Exception) -> str:
+    """The runtime's message without its source paths, in one bounded line."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return _SOURCE_PATH.sub("", text)[:500]
 
 
 class ThreadBackend:
@@ -49,8 +59,9 @@ class ThreadBackend:
                 with self._lock:
                     self._loaded[model.key] = runtime
                     while len(self._loaded) > self._cache_size:
-                        _, evicted = self._loaded.popitem(last=False)
-                        evicted.unload()
+                        # Dropped, not unloaded: a request may still hold it; memory is
+                        # freed when the last one finishes.
+                        self._loaded.popitem(last=False)
                     self._loading.pop(model.key, None)
             return runtime
 
@@ -63,10 +74,10 @@ class ThreadBackend:
         except OpenMaaSError:
             raise
         except Exception as exc:
-            # onnxruntime reports bad input values (e.g. mismatched dynamic dims) as
-            # InvalidArgument; anything else is the model's own failure.
-            message = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
-            if "INVALID_ARGUMENT" in str(exc) or type(exc).__name__ == "InvalidArgument":
+            # Inputs already fit the signature, so onnxruntime's INVALID_ARGUMENT and FAIL
+            # statuses come from the values (e.g. batch sizes that differ between inputs).
+            message = _public_message(exc)
+            if type(exc).__name__ in _INPUT_FAULTS:
                 raise InvalidInputError(f"the model rejected the input: {message}") from exc
             raise InferenceError(f"the model failed while running: {message}") from exc
 
