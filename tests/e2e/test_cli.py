@@ -14,9 +14,10 @@ from tests.helpers.server import LiveServer, server_env
 
 
 def openmaas(
-    *args: str, key: str | None = None, url: str | None = None, cwd: Path | None = None
+    *args: str, key: str | None = None, url: str | None = None, **env_extra: str
 ) -> subprocess.CompletedProcess[str]:
-    env = server_env()
+    """Run the CLI in a child process, as a user would."""
+    env = server_env(**env_extra)
     if url:
         env["OPENMAAS_URL"] = url
     if key:
@@ -24,7 +25,6 @@ def openmaas(
     return subprocess.run(
         [sys.executable, "-m", "openmaas", *args],
         env=env,
-        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=120,
@@ -114,26 +114,11 @@ def test_tenants_and_keys_with_the_cli(server: LiveServer) -> None:
 
 def test_init_creates_a_data_dir_once(tmp_path: Path) -> None:
     data_dir = tmp_path / "fresh"
-    env_args = ("init", "--data-dir", str(data_dir))
-    first = subprocess.run(
-        [sys.executable, "-m", "openmaas", *env_args],
-        env=server_env(OPENMAAS_DEMO_MODELS="false"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    first = openmaas("init", "--data-dir", str(data_dir), OPENMAAS_DEMO_MODELS="false")
     assert first.returncode == 0, first.stderr
     key = (data_dir / "admin.key").read_text().strip()
     assert key in first.stdout
-    second = subprocess.run(
-        [sys.executable, "-m", "openmaas", *env_args],
-        env=server_env(OPENMAAS_DEMO_MODELS="false"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    second = openmaas("init", "--data-dir", str(data_dir), OPENMAAS_DEMO_MODELS="false")
     assert second.returncode == 0
     assert key not in second.stdout
     assert "already initialised" in second.stdout
