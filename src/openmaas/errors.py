@@ -15,6 +15,9 @@ that was wrong. The server renders them as RFC 9457 problems; the client raises 
     │   │   ├── DataLengthMismatchError (400 data_length_mismatch)
     │   │   └── UnknownOutputError (400 unknown_output)
     │   ├── InvalidArtifactError (400 invalid_artifact)
+    │   │   └── UnsafeArtifactError (400 unsafe_artifact)
+    │   ├── JSONTooDeepError (400 json_too_deep)
+    │   ├── TensorTooLargeError (422 tensor_too_large)
     │   └── RequestValidationError (422 validation_error)
     ├── AuthenticationError (401 unauthenticated)
     │   └── InvalidApiKeyFormatError (401 invalid_api_key_format)
@@ -26,6 +29,8 @@ that was wrong. The server renders them as RFC 9457 problems; the client raises 
     ├── MethodNotAllowedError (405 method_not_allowed)
     ├── ConflictError (409 conflict)
     ├── PayloadTooLargeError (413 payload_too_large)
+    ├── RateLimitedError (429 rate_limited)
+    │   └── QuotaExceededError (429 quota_exceeded)
     ├── InferenceError (500 inference_failed)
     └── ServiceUnavailableError (503 service_unavailable)
 """
@@ -45,6 +50,7 @@ __all__ = [
     "InvalidApiKeyFormatError",
     "InvalidArtifactError",
     "InvalidInputError",
+    "JSONTooDeepError",
     "MalformedJSONError",
     "MethodNotAllowedError",
     "MissingInputError",
@@ -53,11 +59,15 @@ __all__ = [
     "OpenMaaSError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
+    "QuotaExceededError",
+    "RateLimitedError",
     "RequestValidationError",
     "ServiceUnavailableError",
     "ShapeMismatchError",
+    "TensorTooLargeError",
     "UnknownInputError",
     "UnknownOutputError",
+    "UnsafeArtifactError",
     "VersionNotFoundError",
     "all_error_classes",
     "error_class_for_code",
@@ -128,6 +138,16 @@ class InvalidArtifactError(BadRequestError):
     title = "The uploaded model artifact is not valid"
 
 
+class UnsafeArtifactError(InvalidArtifactError):
+    code = "unsafe_artifact"
+    title = "The upload contains code (e.g. a pickle) and is refused"
+
+
+class JSONTooDeepError(BadRequestError):
+    code = "json_too_deep"
+    title = "The JSON body is nested too deeply"
+
+
 class RequestValidationError(BadRequestError):
     status = 422
     code = "validation_error"
@@ -184,10 +204,31 @@ class ConflictError(OpenMaaSError):
     title = "The object already exists"
 
 
+class TensorTooLargeError(BadRequestError):
+    status = 422
+    code = "tensor_too_large"
+    title = "An input tensor has more elements than allowed"
+
+
 class PayloadTooLargeError(OpenMaaSError):
     status = 413
     code = "payload_too_large"
     title = "The request body is too large"
+
+
+class RateLimitedError(OpenMaaSError):
+    status = 429
+    code = "rate_limited"
+    title = "Too many requests"
+
+    def __init__(self, detail: str = "", *, retry_after: float = 1.0) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class QuotaExceededError(RateLimitedError):
+    code = "quota_exceeded"
+    title = "The daily quota is used up"
 
 
 class InferenceError(OpenMaaSError):

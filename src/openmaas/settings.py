@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -54,6 +54,27 @@ class Settings(BaseSettings):
         default=True, description="Publish the demo models into the admin tenant at first start."
     )
     log_level: str = Field(default="info", description="Log level of the server.")
+    root_key: SecretStr | None = Field(
+        default=None,
+        description="Root key (32 bytes, base64 or hex); default: the 0600 root.key file.",
+    )
+    max_json_depth: int = Field(
+        default=32, ge=2, description="Deepest nesting accepted in a JSON request body."
+    )
+    docs_enabled: bool = Field(
+        default=True, description="Serve the OpenAPI schema and interactive docs (/docs)."
+    )
+    tls_cert: Path | None = Field(default=None, description="PEM certificate: serve HTTPS.")
+    tls_key: Path | None = Field(default=None, description="PEM private key of tls_cert.")
+    key_rate_per_second: float = Field(
+        default=200.0, gt=0, description="Sustained requests per second allowed per API key."
+    )
+    tenant_rate_per_second: float = Field(
+        default=1000.0, gt=0, description="Sustained requests per second allowed per tenant."
+    )
+    rate_burst_seconds: float = Field(
+        default=2.0, gt=0, description="Burst allowance of the rate limits, in seconds of rate."
+    )
 
     @property
     def resolved_database_url(self) -> str:
@@ -71,6 +92,16 @@ class Settings(BaseSettings):
     def admin_key_file(self) -> Path:
         """The 0600 file holding the first admin API key."""
         return self.data_dir / "admin.key"
+
+    @property
+    def root_key_file(self) -> Path:
+        """The 0600 file holding the root key when OPENMAAS_ROOT_KEY is not set."""
+        return self.data_dir / "root.key"
+
+    @property
+    def signing_key_file(self) -> Path:
+        """The 0600 file holding the Ed25519 key that signs audit checkpoints and receipts."""
+        return self.data_dir / "signing.key"
 
     @property
     def secret_file(self) -> Path:

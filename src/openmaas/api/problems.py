@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from typing import Any
 
@@ -11,7 +12,7 @@ from fastapi.exceptions import RequestValidationError as FastAPIValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from openmaas.errors import OpenMaaSError
+from openmaas.errors import OpenMaaSError, RateLimitedError
 
 __all__ = ["install_problem_handlers", "problem_response"]
 
@@ -47,6 +48,8 @@ async def _openmaas_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc.detail)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    if isinstance(exc, RateLimitedError):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
     return problem_response(
         exc.status, exc.code, exc.title, exc.detail, request.url.path, headers, field=exc.field
     )
