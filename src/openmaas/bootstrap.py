@@ -8,8 +8,15 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from openmaas.registry import Registry
+from openmaas.quotas import Admission, RateLimiter, UsageMeter
+from openmaas.registry import Registry, Sharing
 from openmaas.security import Accounts
+from openmaas.security.audit import AuditLog
+from openmaas.security.erasure import Erasure
+from openmaas.security.keyring import Keyring
+from openmaas.security.keywrap import load_or_create_root_key_file, parse_root_key
+from openmaas.security.members import Members
+from openmaas.security.signing import Signer
 from openmaas.serving import DataPlane
 from openmaas.serving.backends import Backend, ThreadBackend
 from openmaas.settings import Settings
@@ -26,10 +33,17 @@ class Services:
 
     settings: Settings
     db: Database
+    keyring: Keyring
+    signer: Signer
+    audit: AuditLog
     accounts: Accounts
     registry: Registry
+    sharing: Sharing
+    meter: UsageMeter
     backend: Backend
     dataplane: DataPlane
+    erasure: Erasure
+    members: Members
 
 
 @dataclass
@@ -57,17 +71,59 @@ def _server_secret(settings: Settings) -> bytes:
     return path.read_bytes()
 
 
+def _root_key(settings: Settings) -> bytes:
+    if settings.root_key is not None:
+        return parse_root_key(settings.root_key.get_secret_value())
+    return load_or_create_root_key_file(settings.root_key_file)
+
+
 def build_services(settings: Settings) -> Services:
     """Open (and migrate) the data directory and compose the services."""
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     db = Database(settings.resolved_database_url)
     db.migrate()
     cache_seconds = settings.metadata_cache_seconds
-    accounts = Accounts(db, _server_secret(settings), cache_seconds)
-    registry = Registry(db, LocalBlobStore(settings.blob_dir), cache_seconds)
+    keyring = Keyring(db, _root_key(settings))
+    keyring.check_root()
+    signer = Signer.load_or_create(settings.signing_key_file)
+    audit = AuditLog(db, signer, settings.data_dir / "audit.head")
+    blobs = LocalBlobStore(settings.blob_dir)
+    accounts = Accounts(db, _server_secret(settings), cache_seconds, audit)
+    registry = Registry(db, blobs, keyring, cache_seconds, audit)
+    for problem in registry.check_storage():
+        log.warning("refusing to serve %s", problem)
+    sharing = Sharing(db, on_change=registry.invalidate, audit=audit)
+    meter = UsageMeter(db)
+    burst = settings.rate_burst_seconds
+    admission = Admission(
+        keys=RateLimiter(settings.key_rate_per_second, burst),
+        tenants=RateLimiter(settings.tenant_rate_per_second, burst),
+        meter=meter,
+    )
     backend = ThreadBackend(settings.inference_threads, settings.model_cache_size)
-    dataplane = DataPlane(registry, backend, settings.max_tensor_elements)
-    return Services(settings, db, accounts, registry, backend, dataplane)
+    dataplane = DataPlane(registry, backend, settings.max_tensor_elements, admission)
+
+    def after_erasure(blob_keys: list[str]) -> None:
+        backend.evict(blob_keys)
+        registry.invalidate()
+        accounts.invalidate()
+
+    erasure = Erasure(db, blobs, keyring, audit, signer, on_erased=after_erasure)
+    return Services(
+        settings,
+        db,
+        keyring,
+        signer,
+        audit,
+        accounts,
+        registry,
+        sharing,
+        meter,
+        backend,
+        dataplane,
+        erasure,
+        Members(db, audit),
+    )
 
 
 def initialize(services: Services) -> InitResult:

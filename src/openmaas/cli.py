@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import ssl
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -93,23 +95,70 @@ def init(data_dir: Path | None) -> None:
         services.db.close()
 
 
+def _check_tls(cert: Path | None, key: Path | None) -> bool:
+    """Whether to serve HTTPS; refuse half a configuration or files that do not load."""
+    if cert is None and key is None:
+        return False
+    if cert is None or key is None:
+        raise click.UsageError(
+            "HTTPS needs a certificate and its private key: pass --tls-cert and --tls-key "
+            "together (or set both OPENMAAS_TLS_CERT and OPENMAAS_TLS_KEY)"
+        )
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, password=lambda: b"")
+    except (ssl.SSLError, OSError) as exc:
+        raise click.UsageError(
+            f"cannot serve HTTPS with certificate {cert} and key {key} ({exc}); give a PEM "
+            "certificate (chain) and the PEM private key that matches it, unencrypted"
+        ) from exc
+    return True
+
+
 @cli.command()
 @click.option("--host", default=None, help="Bind address (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default 8000).")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory.")
-def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
+@click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="PEM certificate (chain): serve HTTPS. Needs --tls-key.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="PEM private key of --tls-cert.",
+)
+def serve(
+    host: str | None,
+    port: int | None,
+    data_dir: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+) -> None:
     """Start the server (initialising the data directory on first start)."""
     import uvicorn
 
     from openmaas.app import create_app
     from openmaas.bootstrap import build_services, initialize
 
-    settings = _settings(data_dir, host=host, port=port)
+    settings = _settings(data_dir, host=host, port=port, tls_cert=tls_cert, tls_key=tls_key)
+    https = _check_tls(settings.tls_cert, settings.tls_key)
     services = build_services(settings)
     _report_init(initialize(services))
     app = create_app(settings, services)
-    click.echo(f"Serving on http://{settings.host}:{settings.port} (docs at /docs)")
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    scheme = "https" if https else "http"
+    docs = " (docs at /docs)" if settings.docs_enabled else ""
+    click.echo(f"Serving on {scheme}://{settings.host}:{settings.port}{docs}")
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        ssl_certfile=str(settings.tls_cert) if https else None,
+        ssl_keyfile=str(settings.tls_key) if https else None,
+    )
 
 
 @cli.command()
@@ -199,6 +248,50 @@ def models_update(
     """Change the visibility or description of MODEL."""
     with ctx.client() as client:
         _echo_json(client.update_model(model, visibility=visibility, description=description))
+
+
+def _parse_quota(text: str | None) -> int | None:
+    if text is None:
+        return None
+    match = re.fullmatch(r"(\d+)(?:/day|/d)?", text)
+    if not match or int(match.group(1)) < 1:
+        raise click.BadParameter("write a daily quota like 1000/day")
+    return int(match.group(1))
+
+
+@models.command("share")
+@click.argument("model")
+@click.option("--with", "tenant", required=True, help="The tenant that may call the model.")
+@click.option("--quota", default=None, help="Daily quota, e.g. 1000/day.")
+@pass_ctx
+def models_share(ctx: _Context, model: str, tenant: str, quota: str | None) -> None:
+    """Let another tenant call MODEL."""
+    with ctx.client() as client:
+        grant = client.share(model, tenant, quota_per_day=_parse_quota(quota))
+    limit = f" ({grant['quota_per_day']}/day)" if grant["quota_per_day"] else ""
+    click.echo(f"Shared {grant['model']} with {grant['tenant']}{limit}")
+
+
+@models.command("unshare")
+@click.argument("model")
+@click.option("--with", "tenant", required=True, help="The tenant to remove.")
+@pass_ctx
+def models_unshare(ctx: _Context, model: str, tenant: str) -> None:
+    """Stop sharing MODEL with a tenant."""
+    with ctx.client() as client:
+        client.unshare(model, tenant)
+    click.echo(f"{model} is no longer shared with {tenant}")
+
+
+@models.command("grants")
+@click.argument("model")
+@pass_ctx
+def models_grants(ctx: _Context, model: str) -> None:
+    """List the tenants MODEL is shared with."""
+    with ctx.client() as client:
+        for grant in client.grants(model):
+            quota = grant["quota_per_day"] or "unlimited"
+            click.echo(f"{grant['tenant']:30} {quota}")
 
 
 # -- inference ------------------------------------------------------------------------------
@@ -335,10 +428,175 @@ def keys_revoke(ctx: _Context, key_id: str) -> None:
     click.echo(f"Revoked key {key_id}")
 
 
+@keys.command("rotate")
+@click.argument("key_id")
+@click.option("--overlap", default="1h", show_default=True, help="How long the old key works.")
+@pass_ctx
+def keys_rotate(ctx: _Context, key_id: str, overlap: str) -> None:
+    """Replace KEY_ID by a new key; the old one keeps working for the overlap."""
+    seconds = int((_parse_expiry(overlap) or datetime.now(UTC)).timestamp() - time.time())
+    with ctx.client() as client:
+        created = client.rotate_key(key_id, overlap_seconds=max(0, seconds))
+    click.echo(f"Rotated {key_id} -> {created['key']['key_id']}. New API key (shown once):")
+    click.echo(created["api_key"])
+
+
+@keys.command("rotate-root")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory.")
+def keys_rotate_root(data_dir: Path | None) -> None:
+    """Re-wrap every tenant key under a new root key (blobs are not re-encrypted)."""
+    from openmaas.security.rotation import rotate_root_key
+
+    settings = _settings(data_dir)
+    outcome = rotate_root_key(settings)
+    click.echo(f"Re-wrapped {outcome.tenant_keys} tenant keys under root key {outcome.key_id}.")
+    if outcome.new_key_text:
+        click.echo("Set this as OPENMAAS_ROOT_KEY before the next start (shown once):")
+        click.echo(outcome.new_key_text)
+    else:
+        click.echo(f"The new root key replaced {settings.root_key_file}.")
+    click.echo("The old root key no longer opens anything: destroy every copy of it.")
+
+
+@cli.group()
+def members() -> None:
+    """Add and list the members of your tenant."""
+
+
+@members.command("add")
+@click.argument("name")
+@click.option(
+    "--role",
+    type=click.Choice(["owner", "admin", "publisher", "consumer", "viewer"]),
+    default="consumer",
+    show_default=True,
+)
+@pass_ctx
+def members_add(ctx: _Context, name: str, role: str) -> None:
+    """Add member NAME with a role."""
+    with ctx.client() as client:
+        member = client.add_member(name, role)
+    click.echo(f"Added member {member['name']} ({member['role']})")
+
+
+@members.command("list")
+@pass_ctx
+def members_list(ctx: _Context) -> None:
+    """List the members of your tenant."""
+    with ctx.client() as client:
+        for member in client.list_members():
+            click.echo(f"{member['name']:30} {member['role']}")
+
+
+@cli.group()
+def erase() -> None:
+    """Erase for good (crypto-shredding) and print the signed receipt id."""
+
+
+def _erase(ctx: _Context, **target: str | int) -> None:
+    with ctx.client() as client:
+        receipt = client.erase(**target)
+    counts = ", ".join(f"{v} {k}" for k, v in receipt["counts"].items())
+    click.echo(f"Erased {receipt['target']} ({counts}). Receipt: {receipt['receipt_id']}")
+
+
+@erase.command("tenant")
+@click.argument("name")
+@pass_ctx
+def erase_tenant(ctx: _Context, name: str) -> None:
+    """Erase tenant NAME with all its models, versions, members and keys."""
+    _erase(ctx, tenant=name)
+
+
+@erase.command("model")
+@click.argument("model")
+@pass_ctx
+def erase_model(ctx: _Context, model: str) -> None:
+    """Erase MODEL with all its versions."""
+    _erase(ctx, model=model)
+
+
+@erase.command("version")
+@click.argument("model")
+@click.argument("version", type=int)
+@pass_ctx
+def erase_version(ctx: _Context, model: str, version: int) -> None:
+    """Erase one VERSION of MODEL."""
+    _erase(ctx, model=model, version=version)
+
+
+@erase.command("key")
+@click.argument("key_id")
+@pass_ctx
+def erase_key(ctx: _Context, key_id: str) -> None:
+    """Erase API key KEY_ID."""
+    _erase(ctx, api_key=key_id)
+
+
+@erase.command("member")
+@click.argument("name")
+@pass_ctx
+def erase_member(ctx: _Context, name: str) -> None:
+    """Erase member NAME and the keys that act for them."""
+    _erase(ctx, member=name)
+
+
+@cli.group()
+def erasure() -> None:
+    """Check erasure receipts."""
+
+
+@erasure.command("verify")
+@click.argument("receipt_id")
+@pass_ctx
+def erasure_verify(ctx: _Context, receipt_id: str) -> None:
+    """Prove an erasure happened: exit 0 only if every check passes."""
+    with ctx.client() as client:
+        report = client.verify_erasure(receipt_id)
+    for check in report["checks"]:
+        mark = "ok  " if check["ok"] else "FAIL"
+        click.echo(f"{mark} {check['check']}: {check['detail']}")
+    if not report["ok"]:
+        raise click.exceptions.Exit(1)
+
+
+@cli.group()
+def audit() -> None:
+    """Read and verify the audit log."""
+
+
+@audit.command("verify")
+@pass_ctx
+def audit_verify(ctx: _Context) -> None:
+    """Verify the hash chain and its signed checkpoints; exit 1 on any problem."""
+    with ctx.client() as client:
+        report = client.verify_audit()
+    for problem in report["problems"]:
+        click.echo(f"FAIL {problem}")
+    click.echo(f"{'ok' if report['ok'] else 'BROKEN'}: {report['records']} records checked")
+    if not report["ok"]:
+        raise click.exceptions.Exit(1)
+
+
+@audit.command("list")
+@click.option("--after", type=int, default=0, help="Only records after this sequence number.")
+@click.option("--limit", type=int, default=50, show_default=True)
+@pass_ctx
+def audit_list(ctx: _Context, after: int, limit: int) -> None:
+    """Print audit records."""
+    with ctx.client() as client:
+        for record in client.audit_records(after=after, limit=limit):
+            click.echo(
+                f"{record['seq']:>6} {record['at']} {record['actor_tenant']}/"
+                f"{record['actor_key_id']} {record['action']} {record['target']} "
+                f"{record['outcome']}"
+            )
+
+
 def main() -> None:
     """Entry point: turn known errors into one clear line and a non-zero exit."""
     try:
-        cli(standalone_mode=False)
+        outcome = cli(standalone_mode=False)  # a command's Exit(n) comes back as n
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
@@ -354,3 +612,5 @@ def main() -> None:
             err=True,
         )
         sys.exit(2)
+    if isinstance(outcome, int) and outcome:
+        sys.exit(outcome)

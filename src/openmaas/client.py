@@ -15,7 +15,7 @@ from urllib.parse import quote
 import httpx
 import numpy as np
 
-from openmaas.errors import OpenMaaSError, error_class_for_code
+from openmaas.errors import OpenMaaSError, RateLimitedError, error_class_for_code
 
 __all__ = ["Client"]
 
@@ -49,6 +49,8 @@ def _raise_for_problem(response: httpx.Response) -> None:
     detail = str(problem.get("detail") or response.text[:500] or response.reason_phrase)
     error = error_class_for_code(code)(detail, field=problem.get("field"))
     error.http_status = response.status_code  # type: ignore[attr-defined]
+    if isinstance(error, RateLimitedError):
+        error.retry_after = float(response.headers.get("Retry-After", 1))
     raise error
 
 
@@ -173,6 +175,52 @@ class Client:
         result: dict[str, Any] = self._call("DELETE", f"/api/v1/keys/{quote(key_id)}")
         return result
 
+    def rotate_key(self, key_id: str, *, overlap_seconds: int = 3600) -> dict[str, Any]:
+        """A new key with the same rights; the old one keeps working ``overlap_seconds``."""
+        result: dict[str, Any] = self._call(
+            "POST",
+            f"/api/v1/keys/{quote(key_id)}/rotate",
+            json={"overlap_seconds": overlap_seconds},
+        )
+        return result
+
+    def add_member(self, name: str, role: str = "consumer") -> dict[str, Any]:
+        """Add a member to this key's tenant."""
+        result: dict[str, Any] = self._call(
+            "POST", "/api/v1/members", json={"name": name, "role": role}
+        )
+        return result
+
+    def list_members(self) -> list[dict[str, Any]]:
+        """The members of this key's tenant."""
+        result: list[dict[str, Any]] = self._call("GET", "/api/v1/members")
+        return result
+
+    # -- erasure and audit ----------------------------------------------------------------
+
+    def erase(self, **target: str | int) -> dict[str, Any]:
+        """Erase for good: ``tenant=``, ``model=`` (with ``version=``), ``api_key=`` or
+        ``member=``; returns the signed receipt."""
+        result: dict[str, Any] = self._call("POST", "/api/v1/erasures", json=target)
+        return result
+
+    def verify_erasure(self, receipt_id: str) -> dict[str, Any]:
+        """Check an erasure receipt: signature, audit chain, keys and ciphertexts gone."""
+        result: dict[str, Any] = self._call("GET", f"/api/v1/erasures/{quote(receipt_id)}")
+        return result
+
+    def audit_records(self, *, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        """Audit records after ``after`` (own tenant; all for platform admins)."""
+        result: list[dict[str, Any]] = self._call(
+            "GET", "/api/v1/audit", params={"after": after, "limit": limit}
+        )
+        return result
+
+    def verify_audit(self) -> dict[str, Any]:
+        """Verify the whole audit chain (platform admins)."""
+        result: dict[str, Any] = self._call("GET", "/api/v1/audit/verify")
+        return result
+
     # -- models ---------------------------------------------------------------------------
 
     def list_models(self) -> list[dict[str, Any]]:
@@ -231,6 +279,25 @@ class Client:
             k: v for k, v in {"visibility": visibility, "description": description}.items() if v
         }
         result: dict[str, Any] = self._call("PATCH", f"/api/v1/models/{quote(model)}", json=body)
+        return result
+
+    def share(self, model: str, tenant: str, *, quota_per_day: int | None = None) -> dict[str, Any]:
+        """Let ``tenant`` call ``model`` (optionally at most ``quota_per_day`` requests a day)."""
+        result: dict[str, Any] = self._call(
+            "POST",
+            f"/api/v1/models/{quote(model)}/grants",
+            json={"tenant": tenant, "quota_per_day": quota_per_day},
+        )
+        return result
+
+    def unshare(self, model: str, tenant: str) -> None:
+        """Stop sharing ``model`` with ``tenant``."""
+        response = self._http.delete(f"/api/v1/models/{quote(model)}/grants/{quote(tenant)}")
+        _raise_for_problem(response)
+
+    def grants(self, model: str) -> list[dict[str, Any]]:
+        """The tenants ``model`` is shared with."""
+        result: list[dict[str, Any]] = self._call("GET", f"/api/v1/models/{quote(model)}/grants")
         return result
 
     # -- inference ------------------------------------------------------------------------

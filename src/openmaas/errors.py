@@ -221,8 +221,10 @@ class RateLimitedError(OpenMaaSError):
     code = "rate_limited"
     title = "Too many requests"
 
-    def __init__(self, detail: str = "", *, retry_after: float = 1.0) -> None:
-        super().__init__(detail)
+    def __init__(
+        self, detail: str = "", *, retry_after: float = 1.0, field: str | None = None
+    ) -> None:
+        super().__init__(detail, field=field)
         self.retry_after = retry_after
 
 

@@ -270,5 +270,10 @@ def test_tensor_element_limit(tmp_path: Path) -> None:
         http.headers["Authorization"] = f"Bearer {key}"
         http.post("/api/v1/models/scale/versions", content=scale_model())
         body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [3, 4], "data": [1] * 12}]}
-        problem = _problem(http.post("/v2/models/scale/infer", json=body), 400, "bad_request")
-        assert "limit" in str(problem["detail"])
+        response = http.post("/v2/models/scale/infer", json=body)
+        problem = _problem(response, 422, "tensor_too_large")
+        assert "OPENMAAS_MAX_TENSOR_ELEMENTS" in str(problem["detail"])
+        assert problem["field"] == "inputs.x.shape"
+        # Only the declared shape counts: the data of an absurd shape is never allocated.
+        body["inputs"][0]["shape"] = [2**62, 2**62]
+        _problem(http.post("/v2/models/scale/infer", json=body), 422, "tensor_too_large")

@@ -128,3 +128,40 @@ def test_unreachable_server_is_a_clear_error() -> None:
     result = openmaas("models", "list", key="om_x", url="http://127.0.0.1:9")
     assert result.returncode == 2
     assert "cannot reach the server" in result.stderr
+
+
+def test_share_erase_and_audit_with_the_cli(server: LiveServer, tmp_path: Path) -> None:
+    model_file = tmp_path / "m.onnx"
+    model_file.write_bytes(scale_model(2.0))
+
+    def run(*args: str, key: str = server.admin_key) -> subprocess.CompletedProcess[str]:
+        return openmaas(*args, key=key, url=server.url)
+
+    run("models", "publish", str(model_file), "--name", "cli-shared")
+    lab_key = run("tenants", "create", "cli-share-lab").stdout.strip().splitlines()[-1]
+    request = json.dumps({"x": [[1, 1, 1, 1]]})
+    assert run("infer", "admin/cli-shared", "--input", request, key=lab_key).returncode == 1
+    shared = run(
+        "models", "share", "admin/cli-shared", "--with", "cli-share-lab", "--quota", "1/day"
+    )
+    assert shared.returncode == 0, shared.stderr
+    assert "(1/day)" in shared.stdout
+    assert run("infer", "admin/cli-shared", "--input", request, key=lab_key).returncode == 0
+    over = run("infer", "admin/cli-shared", "--input", request, key=lab_key)
+    assert over.returncode == 1
+    assert "quota_exceeded" in over.stderr
+    assert "cli-share-lab" in run("models", "grants", "admin/cli-shared").stdout
+
+    erased = run("erase", "tenant", "cli-share-lab")
+    assert erased.returncode == 0, erased.stderr
+    receipt_id = erased.stdout.strip().split("Receipt: ")[-1]
+    verified = run("erasure", "verify", receipt_id)
+    assert verified.returncode == 0, verified.stdout
+    assert "ok   keys destroyed" in verified.stdout
+    assert run("erasure", "verify", "0" * 32).returncode == 1
+    audit = run("audit", "verify")
+    assert audit.returncode == 0, audit.stdout
+    assert "ok:" in audit.stdout
+    listing = run("audit", "list", "--limit", "1000").stdout
+    assert "model.share" in listing
+    assert "erase" in listing

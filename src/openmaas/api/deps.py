@@ -27,7 +27,9 @@ async def get_principal(request: Request, services: ServicesDep) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer":
         token = ""
-    return services.accounts.authenticate(token.strip() or None)
+    principal = services.accounts.authenticate(token.strip() or None)
+    request.state.principal = principal  # for the audit record of a later denial
+    return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

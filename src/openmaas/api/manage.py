@@ -34,6 +34,7 @@ class KeyCreate(_Body):
     role: str = Field(default="consumer", description="owner, admin, publisher, consumer, viewer.")
     expires_at: datetime | None = Field(default=None, description="When the key stops working.")
     scopes: list[str] | None = Field(default=None, description="Subset of the role's scopes.")
+    member: str | None = Field(default=None, description="The member the key acts for.")
 
 
 class ModelUpdate(_Body):
@@ -82,7 +83,12 @@ def list_tenants(principal: CurrentPrincipal, services: ServicesDep) -> list[Ten
 @router.post("/keys", status_code=201, summary="Create an API key in the caller's tenant")
 def create_key(body: KeyCreate, principal: CurrentPrincipal, services: ServicesDep) -> CreatedKey:
     key, token = services.accounts.create_key(
-        principal, name=body.name, role=body.role, expires_at=body.expires_at, scopes=body.scopes
+        principal,
+        name=body.name,
+        role=body.role,
+        expires_at=body.expires_at,
+        scopes=body.scopes,
+        member=body.member,
     )
     return CreatedKey(key=key, api_key=token)
 

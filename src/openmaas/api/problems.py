@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import uuid
@@ -10,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError as FastAPIValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from openmaas.errors import OpenMaaSError, RateLimitedError
@@ -43,8 +45,42 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+async def _audit_denial(request: Request, exc: OpenMaaSError) -> None:
+    """Leave an audit record of a refused key or a missing right (never the key itself)."""
+    services = getattr(request.app.state, "services", None)
+    if services is None:
+        return
+    principal = getattr(request.state, "principal", None)
+    tenant = principal.tenant_name if principal else "-"
+    key_id = principal.key_id if principal else _key_id_of(request)
+    client = request.client.host if request.client else "-"
+    limiter = getattr(request.app.state, "denial_audit_limiter", None)
+    if limiter is not None and limiter.take((client, key_id)):
+        return  # a flood of denials is recorded once a second per client and key, not more
+    await run_in_threadpool(
+        functools.partial(
+            services.audit.append,
+            actor_tenant=tenant,
+            actor_key_id=key_id,
+            action="access.denied",
+            target=f"{request.method} {request.url.path}"[:200],
+            outcome="denied",
+            details={"code": exc.code},
+        )
+    )
+
+
+def _key_id_of(request: Request) -> str:
+    """The public key id of a presented key, when it has the shape of one."""
+    token = request.headers.get("authorization", "").partition(" ")[2].strip()
+    key_id = token[3:15] if token.startswith("om_") and len(token) > 15 else ""
+    return key_id if key_id.isalnum() else "-"
+
+
 async def _openmaas_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, OpenMaaSError)  # noqa: S101 - registered for this type only
+    if exc.status in (401, 403):
+        await _audit_denial(request, exc)
     if exc.status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc.detail)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None

@@ -103,7 +103,13 @@ async def model_infer(
                 field="Inference-Header-Content-Length",
             )
         header_length = int(header_value)
-    infer_request = decode_request(await request.body(), header_length)
+    settings = services.settings
+    infer_request = decode_request(
+        await request.body(),
+        header_length,
+        max_elements=settings.max_tensor_elements,
+        max_depth=settings.max_json_depth,
+    )
     response = await services.dataplane.infer(
         principal, target.model, infer_request, target.version
     )

@@ -3,6 +3,11 @@
 A binary request starts with a JSON header of ``Inference-Header-Content-Length`` bytes;
 inputs with a ``binary_data_size`` parameter take their data, in order, from the bytes that
 follow. BYTES elements are each a 4-byte little-endian length and then the bytes.
+
+Untrusted sizes are checked before anything is allocated: ``parse_json`` measures how deep the
+JSON nests (``check_json_depth``, linear and without recursion) before ``json.loads`` sees it,
+and each input's declared shape is multiplied out, and refused over the element limit, before
+its data is converted.
 """
 
 from __future__ import annotations
@@ -18,16 +23,65 @@ from openmaas.errors import (
     BadRequestError,
     DataLengthMismatchError,
     InvalidInputError,
+    JSONTooDeepError,
     MalformedJSONError,
+    TensorTooLargeError,
 )
 from openmaas.runtimes import DATATYPES
 from openmaas.serving.types import InferenceRequest, InferenceResponse, RequestedOutput, Tensor
 
-__all__ = ["decode_request", "encode_response", "parse_json"]
+__all__ = ["check_json_depth", "decode_request", "encode_response", "parse_json"]
+
+# bytes.translate tables: keep only quotes and brackets, as 2 (quote), 1 (opener), -1 (closer).
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
+_STRUCTURE = bytes.maketrans(b'"[{]}', b"\x02\x01\x01\xff\xff")
+_BLOCK = 1 << 20
+# Beyond these a shape is refused outright (numpy itself stops at 32 or 64 dimensions).
+_MAX_DIMS = 32
+_MAX_DIM = 2**40
 
 
-def parse_json(body: bytes) -> Any:
-    """Parse a JSON body or raise MalformedJSONError saying where it broke."""
+def check_json_depth(body: bytes, max_depth: int) -> None:
+    """Raise JSONTooDeepError when ``body`` nests arrays/objects more than ``max_depth`` deep.
+
+    Linear time and no recursion, so it is safe to run before ``json.loads`` (and many times
+    faster than it): escaped backslashes and quotes are dropped (escapes pair up left to right),
+    every byte but quotes and brackets is dropped, and the depth is a running sum of +1/-1 over
+    the brackets outside strings (numpy, in blocks). Malformed JSON is left to the parser, which
+    stops at the first error, so only the valid prefix it would descend into has to be right.
+    """
+    if body.count(b"[") + body.count(b"{") <= max_depth:
+        return
+    encoding = json.detect_encoding(body)
+    if encoding not in ("utf-8", "utf-8-sig"):
+        # json.loads reads UTF-16/32 too: scan the same text, as UTF-8 (where no multi-byte
+        # sequence contains a quote, backslash or bracket byte).
+        try:
+            body = body.decode(encoding, "surrogatepass").encode("utf-8", "surrogatepass")
+        except UnicodeError:
+            return  # the parser will refuse it as malformed
+    if b"\\" in body:
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    kinds = np.frombuffer(body.translate(_STRUCTURE, _NOT_STRUCTURE), np.int8)
+    depth = quotes = 0
+    for start in range(0, len(kinds), _BLOCK):
+        block = kinds[start : start + _BLOCK]
+        is_quote = block == 2
+        in_string = (np.cumsum(is_quote, dtype=np.int64) + quotes) % 2 == 1
+        running = np.cumsum(np.where(is_quote | in_string, 0, block), dtype=np.int64) + depth
+        if int(running.max()) > max_depth:
+            raise JSONTooDeepError(
+                f"the JSON body nests arrays/objects more than {max_depth} levels deep, this "
+                "server's limit (OPENMAAS_MAX_JSON_DEPTH); send tensor data as a flat list "
+                "with its shape"
+            )
+        depth = int(running[-1])
+        quotes += int(np.count_nonzero(is_quote))
+
+
+def parse_json(body: bytes, *, max_depth: int) -> Any:
+    """Parse a JSON body (at most ``max_depth`` levels deep) or raise saying what is wrong."""
+    check_json_depth(body, max_depth)
     try:
         return json.loads(body)
     except json.JSONDecodeError as exc:
@@ -51,7 +105,26 @@ def _shape(value: Any, where: str) -> tuple[int, ...]:
         raise BadRequestError(
             f"{where} must be a list of non-negative integers, e.g. [1, 30]", field=where
         )
+    if len(value) > _MAX_DIMS:
+        raise BadRequestError(
+            f"{where} has {len(value)} dimensions; at most {_MAX_DIMS} are supported",
+            field=where,
+        )
     return tuple(value)
+
+
+def _check_elements(shape: tuple[int, ...], where: str, max_elements: int) -> None:
+    """Refuse a shape over the element limit before any of its data is allocated."""
+    count = 0 if 0 in shape else 1
+    for dim in shape:
+        count *= dim
+        if dim > _MAX_DIM or count > max_elements:
+            raise TensorTooLargeError(
+                f"{where} has shape {list(shape)}, more than the {max_elements} elements one "
+                "input may hold on this server (OPENMAAS_MAX_TENSOR_ELEMENTS); split the batch "
+                "into smaller requests",
+                field=f"{where}.shape",
+            )
 
 
 def _flatten_strings(data: Any, where: str) -> list[bytes]:
@@ -182,7 +255,9 @@ def _binary_array(datatype: str, shape: tuple[int, ...], raw: bytes, where: str)
     return array.reshape(shape)
 
 
-def _decode_input(item: Any, index: int, binary: memoryview, offset: int) -> tuple[Tensor, int]:
+def _decode_input(
+    item: Any, index: int, binary: memoryview, offset: int, max_elements: int
+) -> tuple[Tensor, int]:
     where = f"inputs[{index}]"
     spec = _object(item, where)
     name = spec.get("name")
@@ -197,6 +272,7 @@ def _decode_input(item: Any, index: int, binary: memoryview, offset: int) -> tup
             field=f"{where}.datatype",
         )
     shape = _shape(spec.get("shape"), f"{where}.shape")
+    _check_elements(shape, where, max_elements)
     parameters = _object(spec.get("parameters") or {}, f"{where}.parameters")
     size = parameters.get("binary_data_size")
     if size is not None:
@@ -216,8 +292,14 @@ def _decode_input(item: Any, index: int, binary: memoryview, offset: int) -> tup
     return Tensor(name, datatype, shape, _json_array(datatype, shape, spec["data"], where)), 0
 
 
-def decode_request(body: bytes, header_length: int | None) -> InferenceRequest:
-    """Decode an OIP inference request (JSON, or JSON header + binary tensor data)."""
+def decode_request(
+    body: bytes, header_length: int | None, *, max_elements: int, max_depth: int
+) -> InferenceRequest:
+    """Decode an OIP inference request (JSON, or JSON header + binary tensor data).
+
+    ``max_elements`` bounds each input tensor (checked on its shape, before its data is read);
+    ``max_depth`` bounds how deep the JSON nests.
+    """
     if header_length is not None and not 0 <= header_length <= len(body):
         raise BadRequestError(
             f"Inference-Header-Content-Length is {header_length} but the body has "
@@ -225,7 +307,7 @@ def decode_request(body: bytes, header_length: int | None) -> InferenceRequest:
             field="Inference-Header-Content-Length",
         )
     split = len(body) if header_length is None else header_length
-    document = _object(parse_json(body[:split]), "body")
+    document = _object(parse_json(body[:split], max_depth=max_depth), "body")
     binary = memoryview(body)[split:]
     raw_inputs = document.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
@@ -237,7 +319,7 @@ def decode_request(body: bytes, header_length: int | None) -> InferenceRequest:
     inputs: list[Tensor] = []
     offset = 0
     for index, item in enumerate(raw_inputs):
-        tensor, used = _decode_input(item, index, binary, offset)
+        tensor, used = _decode_input(item, index, binary, offset, max_elements)
         inputs.append(tensor)
         offset += used
     if offset != len(binary):

@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, or_, select
-from sqlalchemy.orm import Session
 
 from openmaas._ttl_cache import TTLCache
-from openmaas.errors import ModelNotFoundError, RequestValidationError, VersionNotFoundError
+from openmaas.errors import (
+    InferenceError,
+    RequestValidationError,
+    ServiceUnavailableError,
+    VersionNotFoundError,
+)
 from openmaas.names import check_alias_name, check_model_name
+from openmaas.registry._lookup import LATEST, find_model, find_own_model, find_version, grant_for
+from openmaas.registry.refs import ModelRef
 from openmaas.runtimes import Signature, prepare_artifact
+from openmaas.security import envelope
+from openmaas.security.audit import AuditLog
+from openmaas.security.envelope import EnvelopeError
+from openmaas.security.keyring import KeyDestroyedError, Keyring
 from openmaas.security.policy import Action, Principal, require
-from openmaas.store.blobs import BlobStore
+from openmaas.security.trail import record_event
+from openmaas.store.blobs import BlobCorruptedError, BlobStore
 from openmaas.store.db import Database
-from openmaas.store.tables import Alias, Model, ModelVersion, Tenant
+from openmaas.store.tables import Alias, Grant, Model, ModelVersion, Tenant
 
 __all__ = [
     "VISIBILITIES",
@@ -29,26 +41,6 @@ __all__ = [
 ]
 
 VISIBILITIES = ("private", "public")
-LATEST = "latest"
-MAX_VERSION = 2**31 - 1
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """A model reference as a caller wrote it: ``tenant/name`` or a bare name."""
-
-    tenant: str | None
-    name: str
-
-    @classmethod
-    def parse(cls, text: str) -> ModelRef:
-        """Parse ``tenant/name`` or ``name``."""
-        tenant, _, name = text.rpartition("/")
-        if not name or "/" in tenant:
-            raise RequestValidationError(
-                f"model id {text!r} is not valid; write 'tenant/name' or 'name'", field="model"
-            )
-        return cls(tenant or None, name)
 
 
 @dataclass(frozen=True)
@@ -96,6 +88,17 @@ class ResolvedVersion:
     format: str
     sha256: str
     signature: Signature
+    owner_tenant_id: int
+    model_pk: int
+    blob_sha256: str | None
+    wrapped_key: bytes | None
+    grant_id: int | None = None  # set when the caller reaches the model through a grant
+    grant_quota_per_day: int | None = None
+
+
+def artifact_context(tenant_id: int, model_pk: int, version: int) -> bytes:
+    """What an artifact's encryption is bound to: tenant, model and version."""
+    return f"artifact:tenant={tenant_id}:model={model_pk}:version={version}".encode()
 
 
 def _check_visibility(visibility: str) -> str:
@@ -110,67 +113,25 @@ def _check_visibility(visibility: str) -> str:
 class Registry:
     """Versions, aliases and signatures of models, and the blobs behind them."""
 
-    def __init__(self, db: Database, blobs: BlobStore, cache_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        blobs: BlobStore,
+        keyring: Keyring,
+        cache_seconds: float = 0.0,
+        audit: AuditLog | None = None,
+    ) -> None:
         self._db = db
+        self._audit = audit
         self._blobs = blobs
+        self._keyring = keyring
         self._resolved: TTLCache[ResolvedVersion] = TTLCache(cache_seconds)
 
+    def invalidate(self) -> None:
+        """Forget cached resolutions (after any change of visibility, grants or versions)."""
+        self._resolved.clear()
+
     # -- lookups --------------------------------------------------------------------------
-
-    def _find_model(
-        self, session: Session, principal: Principal, ref: ModelRef
-    ) -> tuple[Model, Tenant]:
-        """The model if the caller may see it; a foreign private model is 'not found'."""
-        tenant_name = ref.tenant or principal.tenant_name
-        row = session.execute(
-            select(Model, Tenant)
-            .join(Tenant, Tenant.id == Model.tenant_id)
-            .where(Tenant.name == tenant_name, Model.name == ref.name)
-        ).first()
-        if row is None or (
-            row.Tenant.id != principal.tenant_id and row.Model.visibility != "public"
-        ):
-            raise ModelNotFoundError(
-                f"model '{tenant_name}/{ref.name}' does not exist or is not visible to this "
-                "API key; 'openmaas models list' shows the models you can use"
-            )
-        return row.Model, row.Tenant
-
-    def _find_own_model(
-        self, session: Session, principal: Principal, ref: ModelRef
-    ) -> tuple[Model, Tenant]:
-        model, tenant = self._find_model(session, principal, ref)
-        if tenant.id != principal.tenant_id:
-            raise ModelNotFoundError(
-                f"model '{tenant.name}/{model.name}' belongs to another tenant; "
-                "only its own tenant can change it"
-            )
-        return model, tenant
-
-    def _find_version(self, session: Session, model: Model, spec: str | None) -> ModelVersion:
-        spec = spec or LATEST
-        if spec.isascii() and spec.isdigit():
-            if int(spec) > MAX_VERSION:
-                raise VersionNotFoundError(
-                    f"model {model.name!r} has no version {spec}", field="version"
-                )
-            query = select(ModelVersion).where(
-                ModelVersion.model_id == model.id, ModelVersion.version == int(spec)
-            )
-        else:
-            query = (
-                select(ModelVersion)
-                .join(Alias, Alias.version_id == ModelVersion.id)
-                .where(Alias.model_id == model.id, Alias.name == spec)
-            )
-        version = session.scalar(query)
-        if version is None:
-            raise VersionNotFoundError(
-                f"model {model.name!r} has no version or alias {spec!r}; "
-                f"'openmaas models show' lists its versions and aliases",
-                field="version",
-            )
-        return version
 
     def resolve(
         self, principal: Principal, ref: ModelRef, version: str | None = None
@@ -182,21 +143,68 @@ class Registry:
         if cached is not None:
             return cached
         with self._db.session() as session:
-            model, tenant = self._find_model(session, principal, ref)
-            row = self._find_version(session, model, version)
+            model, tenant = find_model(session, principal, ref)
+            row = find_version(session, model, version)
+            grant = (
+                None
+                if tenant.id == principal.tenant_id
+                else grant_for(session, model.id, principal.tenant_id)
+            )
             resolved = ResolvedVersion(
                 model_id=f"{tenant.name}/{model.name}",
                 version=row.version,
                 format=row.format,
                 sha256=row.sha256,
                 signature=Signature.from_dict(row.signature),
+                owner_tenant_id=tenant.id,
+                model_pk=model.id,
+                blob_sha256=row.blob_sha256,
+                wrapped_key=row.wrapped_key,
+                grant_id=None if grant is None else grant.id,
+                grant_quota_per_day=None if grant is None else grant.quota_per_day,
             )
         self._resolved.put(cache_key, resolved)
         return resolved
 
-    def load_artifact(self, sha256: str) -> bytes:
-        """The verified bytes of an artifact."""
-        return self._blobs.get(sha256)
+    def load_artifact(self, resolved: ResolvedVersion) -> bytes:
+        """The decrypted, authenticated bytes of a version's artifact (in memory only)."""
+        label = f"{resolved.model_id} version {resolved.version}"
+        if resolved.blob_sha256 is None or resolved.wrapped_key is None:
+            raise ServiceUnavailableError(
+                f"{label} was stored without encryption and is refused; publish it again"
+            )
+        context = artifact_context(resolved.owner_tenant_id, resolved.model_pk, resolved.version)
+        try:
+            key = self._keyring.object_key(resolved.owner_tenant_id, resolved.wrapped_key, context)
+            # AES-GCM authenticates every chunk, header and the end: a sha256 pass on top
+            # would only double the load time (measured: 170 ms more for 64 MiB).
+            blob = self._blobs.get(resolved.blob_sha256, verify=False)
+            return envelope.decrypt(key, context, blob)
+        except KeyDestroyedError as exc:
+            raise VersionNotFoundError(f"{label} was erased") from exc
+        except (EnvelopeError, BlobCorruptedError) as exc:
+            raise InferenceError(f"the stored artifact of {label} failed its check: {exc}") from exc
+
+    def check_storage(self) -> list[str]:
+        """Every stored version whose blob is missing or not a valid envelope (start-up check)."""
+        problems = []
+        with self._db.session() as session:
+            rows = session.execute(
+                select(ModelVersion, Model.name).join(Model, Model.id == ModelVersion.model_id)
+            ).all()
+        for version, name in rows:
+            label = f"model {name!r} version {version.version}"
+            if version.blob_sha256 is None or version.wrapped_key is None:
+                problems.append(f"{label}: stored without encryption")
+                continue
+            try:
+                head = self._blobs.prefix(version.blob_sha256, len(envelope.MAGIC))
+            except BlobCorruptedError as exc:
+                problems.append(f"{label}: {exc}")
+                continue
+            if not envelope.is_envelope(head):
+                problems.append(f"{label}: the blob is not an OpenMaaS envelope")
+        return problems
 
     # -- publishing -----------------------------------------------------------------------
 
@@ -219,7 +227,8 @@ class Registry:
         if visibility is not None:
             _check_visibility(visibility)
         prepared = prepare_artifact(data, format)
-        sha256 = self._blobs.put(prepared.data)
+        sha256 = hashlib.sha256(prepared.data).hexdigest()
+        self._keyring.ensure_tenant_key(principal.tenant_id)
         card = {"description": description or "", **prepared.facts}
         with self._db.session() as session:
             model = session.scalar(
@@ -245,11 +254,16 @@ class Registry:
                 )
                 or 0
             ) + 1
+            context = artifact_context(principal.tenant_id, model.id, number)
+            key, wrapped_key = self._keyring.new_object_key(principal.tenant_id, context)
+            blob_sha256 = self._blobs.put(envelope.encrypt(key, context, prepared.data))
             row = ModelVersion(
                 model_id=model.id,
                 version=number,
                 format=prepared.format,
                 sha256=sha256,
+                blob_sha256=blob_sha256,
+                wrapped_key=wrapped_key,
                 size_bytes=len(prepared.data),
                 signature=prepared.signature.to_dict(),
                 card=card,
@@ -259,8 +273,17 @@ class Registry:
             for alias_name in {LATEST, alias or LATEST}:
                 session.merge(Alias(model_id=model.id, name=alias_name, version_id=row.id))
             session.commit()
-            self._resolved.clear()
-            return self._version_info(principal.tenant_name, model, row)
+            info = self._version_info(principal.tenant_name, model, row)
+        self.invalidate()
+        record_event(
+            self._audit,
+            principal,
+            "model.publish",
+            info.model,
+            version=info.version,
+            sha256=info.sha256,
+        )
+        return info
 
     def set_alias(
         self, principal: Principal, ref: ModelRef, alias: str, version: int
@@ -269,11 +292,12 @@ class Registry:
         require(principal, Action.MODELS_WRITE)
         check_alias_name(alias)
         with self._db.session() as session:
-            model, _ = self._find_own_model(session, principal, ref)
-            row = self._find_version(session, model, str(version))
+            model, _ = find_own_model(session, principal, ref)
+            row = find_version(session, model, str(version))
             session.merge(Alias(model_id=model.id, name=alias, version_id=row.id))
             session.commit()
-        self._resolved.clear()
+        self.invalidate()
+        record_event(self._audit, principal, "model.alias", str(ref), alias=alias, version=version)
         return self.get(principal, ref)
 
     def update(
@@ -287,19 +311,20 @@ class Registry:
         """Change a model's visibility or description."""
         require(principal, Action.MODELS_WRITE)
         with self._db.session() as session:
-            model, _ = self._find_own_model(session, principal, ref)
+            model, _ = find_own_model(session, principal, ref)
             if visibility is not None:
                 model.visibility = _check_visibility(visibility)
             if description is not None:
                 model.description = description
             session.commit()
-        self._resolved.clear()
+        self.invalidate()
+        record_event(self._audit, principal, "model.update", str(ref), visibility=visibility)
         return self.get(principal, ref)
 
     # -- listing --------------------------------------------------------------------------
 
     def list(self, principal: Principal) -> list[ModelSummary]:
-        """The caller's own models and every public model."""
+        """The caller's own models, the models shared with it, and every public model."""
         require(principal, Action.MODELS_READ)
         with self._db.session() as session:
             latest = (
@@ -311,7 +336,17 @@ class Registry:
                 select(Model, Tenant, latest.c.latest)
                 .join(Tenant, Tenant.id == Model.tenant_id)
                 .outerjoin(latest, latest.c.model_id == Model.id)
-                .where(or_(Model.tenant_id == principal.tenant_id, Model.visibility == "public"))
+                .where(
+                    or_(
+                        Model.tenant_id == principal.tenant_id,
+                        Model.visibility == "public",
+                        Model.id.in_(
+                            select(Grant.model_id).where(
+                                Grant.grantee_tenant_id == principal.tenant_id
+                            )
+                        ),
+                    )
+                )
                 .order_by(Tenant.name, Model.name)
             ).all()
         return [_summary(r.Model, r.Tenant.name, r.latest) for r in rows]
@@ -320,7 +355,7 @@ class Registry:
         """A model with all its versions and aliases."""
         require(principal, Action.MODELS_READ)
         with self._db.session() as session:
-            model, tenant = self._find_model(session, principal, ref)
+            model, tenant = find_model(session, principal, ref)
             versions = session.scalars(
                 select(ModelVersion)
                 .where(ModelVersion.model_id == model.id)

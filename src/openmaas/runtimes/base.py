@@ -1,14 +1,27 @@
-"""The ``Runtime`` protocol, model signatures, and the format registry."""
+"""The ``Runtime`` protocol, model signatures, and the format registry.
+
+Uploads that carry code are refused before any format parses them: Python pickles (what
+``pickle.dump``, ``joblib.dump`` and ``torch.save`` write, also zipped, compressed or inside a
+``.npy``) run arbitrary code when loaded. They are recognised by reading their opcodes with
+``pickletools.genops``, which never imports or calls anything.
+"""
 
 from __future__ import annotations
 
+import bz2
+import io
+import lzma
+import pickletools
+import struct
+import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
-from openmaas.errors import InvalidArtifactError
+from openmaas.errors import InvalidArtifactError, UnsafeArtifactError
 
 __all__ = [
     "PreparedArtifact",
@@ -81,10 +94,104 @@ class Runtime(Protocol):
         ...
 
 
+# How much of a file (or zip member, or decompressed stream) is read to recognise a pickle.
+_PEEK = 64 * 1024
+_MAX_ZIP_MEMBERS = 1000
+_ZIP_MAGIC = b"PK\x03\x04"
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _is_pickle(head: bytes) -> bool:
+    """Whether ``head``, the first bytes of something, is a pickle.
+
+    Protocols 2-5 open with PROTO (0x80 and the protocol number); protocols 0 and 1 have no
+    header, so their opcodes are read until STOP, or until ``head`` runs out.
+    """
+    if head.startswith(_NPY_MAGIC) and len(head) > 12:
+        # A .npy of an object array is a header, then a pickle. The header's length takes 2
+        # bytes in format 1.0 and 4 after.
+        size = 2 if head[6] == 1 else 4
+        head = head[8 + size + int.from_bytes(head[8 : 8 + size], "little") :]
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return True
+    stream = io.BytesIO(head)
+    opcodes = 0
+    try:
+        for opcode, _, _ in pickletools.genops(stream):
+            opcodes += 1
+            if opcode.name == "STOP":
+                return opcodes > 1
+    except (ValueError, EOFError, OverflowError, struct.error):
+        # Valid opcodes up to the end of what was read: a pickle longer than the peek.
+        return opcodes > 1 and stream.tell() >= len(head)
+    return False
+
+
+def _decompressed_head(data: bytes) -> bytes | None:
+    """The first bytes inside a gzip, zlib, bz2, xz or lzma file (joblib's ``compress=``)."""
+    chunk = data[: 4 * _PEEK]
+    try:
+        if data.startswith(b"\x1f\x8b"):
+            return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(chunk, _PEEK)
+        if len(data) >= 2 and data[0] == 0x78 and int.from_bytes(data[:2], "big") % 31 == 0:
+            return zlib.decompressobj().decompress(chunk, _PEEK)
+        if data.startswith(b"BZh"):
+            return bz2.BZ2Decompressor().decompress(chunk, max_length=_PEEK)
+        if data.startswith((b"\xfd7zXZ\x00", b"\x5d\x00\x00")):
+            return lzma.LZMADecompressor().decompress(chunk, max_length=_PEEK)
+    except (zlib.error, OSError, EOFError, lzma.LZMAError):
+        return None
+    return None
+
+
+def _pickled_zip_member(data: bytes) -> str | None:
+    """The name of a member of this zip (torch.save's format) that is a pickle, if any."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = archive.infolist()
+            for info in members:
+                if info.filename.lower().endswith((".pkl", ".pickle")):
+                    return info.filename
+            for info in members[:_MAX_ZIP_MEMBERS]:
+                with archive.open(info) as member:
+                    if _is_pickle(member.read(_PEEK)):
+                        return info.filename
+    except (zipfile.BadZipFile, RuntimeError, NotImplementedError, OSError, EOFError) as exc:
+        raise InvalidArtifactError(
+            f"the upload is a zip archive that cannot be read ({exc}); publish an .onnx file"
+        ) from exc
+    return None
+
+
+def _refuse_code(data: bytes) -> None:
+    """Raise UnsafeArtifactError when the upload is, or holds, a pickle."""
+    where = None
+    if _is_pickle(data[:_PEEK]):
+        where = "is a Python pickle"
+    elif data.startswith(_ZIP_MAGIC):
+        member = _pickled_zip_member(data)
+        if member is not None:
+            where = f"is a zip archive holding a Python pickle ({member!r})"
+    else:
+        head = _decompressed_head(data)
+        if head is not None and _is_pickle(head):
+            where = "is a compressed Python pickle"
+    if where is not None:
+        raise UnsafeArtifactError(
+            f"the upload {where}, as torch.save, joblib.dump and pickle.dump write; loading "
+            "one runs arbitrary code, so this server refuses it. Export the model to ONNX "
+            "(torch.onnx.export, skl2onnx.to_onnx, tf2onnx) and publish the .onnx file"
+        )
+
+
 def prepare_artifact(data: bytes, format: str | None = None) -> PreparedArtifact:
-    """Validate an uploaded artifact and extract its signature (format sniffed when None)."""
+    """Validate an uploaded artifact and extract its signature (format sniffed when None).
+
+    Pickles, raw or wrapped, are refused first, before any parser sees the bytes.
+    """
     from openmaas.runtimes import onnx_runtime
 
+    _refuse_code(data)
     if format not in (None, "onnx"):
         raise InvalidArtifactError(
             f"unsupported model format {format!r}; this server accepts: onnx", field="format"

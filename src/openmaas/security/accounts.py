@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -18,6 +18,7 @@ from openmaas.errors import (
     RequestValidationError,
 )
 from openmaas.names import check_tenant_name
+from openmaas.security.audit import AuditLog
 from openmaas.security.keys import generate_api_key, hash_secret, parse_api_key, secrets_match
 from openmaas.security.policy import (
     ROLES,
@@ -27,8 +28,9 @@ from openmaas.security.policy import (
     require,
     role_rank,
 )
+from openmaas.security.trail import record_event
 from openmaas.store.db import Database
-from openmaas.store.tables import ApiKey, Tenant, utcnow
+from openmaas.store.tables import ApiKey, Member, Tenant, utcnow
 
 __all__ = ["Accounts", "ApiKeyInfo", "TenantInfo"]
 
@@ -82,8 +84,15 @@ def _key_info(row: ApiKey, tenant: str) -> ApiKeyInfo:
 class Accounts:
     """The service behind tenants, keys and authentication."""
 
-    def __init__(self, db: Database, server_secret: bytes, cache_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        server_secret: bytes,
+        cache_seconds: float = 0.0,
+        audit: AuditLog | None = None,
+    ) -> None:
         self._db = db
+        self._audit = audit
         self._server_secret = server_secret
         self._keys: TTLCache[_CachedKey] = TTLCache(cache_seconds)
 
@@ -164,7 +173,9 @@ class Accounts:
                 session, tenant.id, "owner", "owner", None, default_scopes("owner")
             )
             session.commit()
-            return TenantInfo(tenant.name, tenant.is_platform, tenant.created_at), token
+            info = TenantInfo(tenant.name, tenant.is_platform, tenant.created_at)
+        record_event(self._audit, principal, "tenant.create", f"tenant {name}")
+        return info, token
 
     def list_tenants(self, principal: Principal) -> list[TenantInfo]:
         """Every tenant (platform admins) or just the caller's own."""
@@ -185,6 +196,7 @@ class Accounts:
         role: str,
         expires_at: datetime | None = None,
         scopes: list[str] | None = None,
+        member: str | None = None,
     ) -> tuple[ApiKeyInfo, str]:
         """Create a key in the caller's tenant, no more powerful than the caller's own."""
         require(principal, Action.KEYS)
@@ -216,8 +228,47 @@ class Accounts:
             )
         with self._db.session() as session:
             token, row = self._add_key(session, principal.tenant_id, name, role, expires_at, scopes)
+            if member is not None:
+                row.member_id = session.scalar(
+                    select(Member.id).where(
+                        Member.tenant_id == principal.tenant_id, Member.name == member
+                    )
+                )
+                if row.member_id is None:
+                    raise RequestValidationError(f"no member {member!r}", field="member")
             session.commit()
-            return _key_info(row, principal.tenant_name), token
+            info = _key_info(row, principal.tenant_name)
+        record_event(self._audit, principal, "key.create", f"api key {info.key_id}", role=info.role)
+        return info, token
+
+    def rotate_key(
+        self, principal: Principal, key_id: str, overlap_seconds: int
+    ) -> tuple[ApiKeyInfo, str]:
+        """Replace a key by a new one with the same rights; the old one works ``overlap`` more."""
+        if key_id != principal.key_id:
+            require(principal, Action.KEYS)  # any key may rotate itself
+        with self._db.session() as session:
+            old = session.scalar(
+                select(ApiKey).where(
+                    ApiKey.key_id == key_id, ApiKey.tenant_id == principal.tenant_id
+                )
+            )
+            if old is None or old.revoked_at is not None:
+                raise ApiKeyNotFoundError(f"no active API key {key_id!r} in this tenant")
+            token, row = self._add_key(
+                session, old.tenant_id, old.name, old.role, old.expires_at, list(old.scopes)
+            )
+            row.member_id = old.member_id
+            cutoff = utcnow() + timedelta(seconds=overlap_seconds)
+            if old.expires_at is None or old.expires_at > cutoff:
+                old.expires_at = cutoff
+            session.commit()
+            info = _key_info(row, principal.tenant_name)
+        self._keys.clear()
+        record_event(
+            self._audit, principal, "key.rotate", f"api key {key_id}", new_key_id=info.key_id
+        )
+        return info, token
 
     def list_keys(self, principal: Principal) -> list[ApiKeyInfo]:
         """The keys of the caller's tenant (never their secrets)."""
@@ -247,8 +298,14 @@ class Accounts:
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
             session.commit()
-            self._keys.clear()
-            return _key_info(row, principal.tenant_name)
+            info = _key_info(row, principal.tenant_name)
+        self._keys.clear()
+        record_event(self._audit, principal, "key.revoke", f"api key {key_id}")
+        return info
+
+    def invalidate(self) -> None:
+        """Forget cached keys (after an erasure)."""
+        self._keys.clear()
 
     def _add_key(
         self,

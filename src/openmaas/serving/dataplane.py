@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from openmaas.errors import BadRequestError
+from openmaas.quotas import Admission
 from openmaas.registry import ModelRef, Registry, ResolvedVersion
 from openmaas.runtimes.datatypes import datatype_of
 from openmaas.security.policy import Action, Principal, require
@@ -21,17 +21,25 @@ __all__ = ["DataPlane"]
 class DataPlane:
     """Resolve a model reference, check the request, run it on the backend."""
 
-    def __init__(self, registry: Registry, backend: Backend, max_tensor_elements: int) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        backend: Backend,
+        max_tensor_elements: int,
+        admission: Admission | None = None,
+    ) -> None:
         self._registry = registry
         self._backend = backend
+        # Element counts are checked by the wire codecs on the declared shape, before any
+        # data is allocated (api/v2_codec.py); kept here for the codecs of other transports.
         self._max_elements = max_tensor_elements
+        self._admission = admission
 
     def _handle(self, resolved: ResolvedVersion) -> ModelHandle:
-        sha256 = resolved.sha256
         return ModelHandle(
-            key=f"{resolved.format}:{sha256}",
+            key=resolved.blob_sha256 or f"{resolved.model_id}:{resolved.version}",
             format=resolved.format,
-            fetch=lambda: self._registry.load_artifact(sha256),
+            fetch=lambda: self._registry.load_artifact(resolved),
         )
 
     def metadata(
@@ -62,14 +70,13 @@ class DataPlane:
     ) -> InferenceResponse:
         """Run one inference request and return every requested output."""
         require(principal, Action.INFER)
+        if self._admission is not None:
+            self._admission.check_rate(principal)
         resolved = self._registry.resolve(principal, ref, version)
-        for tensor in request.inputs:
-            if tensor.array.size > self._max_elements:
-                raise BadRequestError(
-                    f"input {tensor.name!r} has {tensor.array.size} elements; the limit is "
-                    f"{self._max_elements}: split the batch into smaller requests",
-                    field=f"inputs.{tensor.name}",
-                )
+        if self._admission is not None:
+            self._admission.charge_grant(
+                resolved.grant_id, resolved.grant_quota_per_day, resolved.model_id
+            )
         validate_request(resolved.signature, request)
         specs = {spec.name: spec for spec in resolved.signature.outputs}
         names = [o.name for o in request.outputs] or list(specs)

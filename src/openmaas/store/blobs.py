@@ -22,12 +22,21 @@ class BlobStore(Protocol):
         """Store ``data`` durably and return its sha256 hex digest."""
         ...
 
-    def get(self, sha256: str) -> bytes:
-        """The bytes stored under ``sha256``, verified; raises BlobCorruptedError."""
+    def get(self, sha256: str, *, verify: bool = True) -> bytes:
+        """The bytes stored under ``sha256``, verified unless the caller authenticates them
+        itself (AES-GCM envelopes do); raises BlobCorruptedError."""
         ...
 
     def delete(self, sha256: str) -> None:
         """Remove the blob if present."""
+        ...
+
+    def exists(self, sha256: str) -> bool:
+        """Whether a blob is stored under ``sha256``."""
+        ...
+
+    def prefix(self, sha256: str, size: int) -> bytes:
+        """The first ``size`` bytes of a blob (unverified); BlobCorruptedError if missing."""
         ...
 
 
@@ -70,15 +79,25 @@ class LocalBlobStore:
         _fsync_dir(target.parent)
         return sha256
 
-    def get(self, sha256: str) -> bytes:
+    def get(self, sha256: str, *, verify: bool = True) -> bytes:
         path = self._path(sha256)
         try:
             data = path.read_bytes()
         except FileNotFoundError as exc:
             raise BlobCorruptedError(f"blob {sha256} is missing from {self.root}") from exc
-        if hashlib.sha256(data).hexdigest() != sha256:
+        if verify and hashlib.sha256(data).hexdigest() != sha256:
             raise BlobCorruptedError(f"blob {sha256} does not match its sha256")
         return data
 
     def delete(self, sha256: str) -> None:
         self._path(sha256).unlink(missing_ok=True)
+
+    def exists(self, sha256: str) -> bool:
+        return self._path(sha256).is_file()
+
+    def prefix(self, sha256: str, size: int) -> bytes:
+        try:
+            with self._path(sha256).open("rb") as handle:
+                return handle.read(size)
+        except FileNotFoundError as exc:
+            raise BlobCorruptedError(f"blob {sha256} is missing from {self.root}") from exc

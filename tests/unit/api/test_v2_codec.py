@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import struct
+import time
 from typing import Any
 
 import numpy as np
 import pytest
 
-from openmaas.api.v2_codec import decode_request, encode_response, parse_json
+from openmaas.api import v2_codec
+from openmaas.api.v2_codec import check_json_depth, encode_response
 from openmaas.errors import (
     BadRequestError,
     DataLengthMismatchError,
     InvalidInputError,
+    JSONTooDeepError,
     MalformedJSONError,
+    TensorTooLargeError,
 )
 from openmaas.runtimes import DATATYPES
 from openmaas.serving.types import InferenceRequest, InferenceResponse, RequestedOutput, Tensor
@@ -37,6 +42,10 @@ VALUES: dict[str, list[Any]] = {
     "BYTES": ["", "a", "caf\u00e9", "\u2603", "two words", "x" * 50],
 }
 assert set(VALUES) == set(DATATYPES)
+
+# The server's defaults; tests of the limits themselves pass their own.
+decode_request = functools.partial(v2_codec.decode_request, max_elements=10_000_000, max_depth=32)
+parse_json = functools.partial(v2_codec.parse_json, max_depth=32)
 
 
 def _expected(datatype: str) -> np.ndarray:
@@ -247,12 +256,109 @@ def test_request_id_must_be_a_string() -> None:
     assert caught.value.field == "id"
 
 
-@pytest.mark.parametrize("body", [b"", b"{", b"[1,", b"\xff\xfe", b'{"a": 1} x', b"[" * 100000])
+@pytest.mark.parametrize("body", [b"", b"{", b"[1,", b"\xff\xfe", b'{"a": 1} x', b"[" * 32])
 def test_malformed_json(body: bytes) -> None:
     with pytest.raises(MalformedJSONError):
         parse_json(body)
     with pytest.raises(MalformedJSONError):
         decode_request(body, None)
+
+
+# -- limits: JSON depth and tensor elements, both checked before allocating ---------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000,
+        b'{"a":' * 100_000,
+        b"[" * 33 + b"]" * 33,
+        b'{"inputs": [' + b"[" * 31 + b"]" * 31 + b"]}",
+        "[".join(["\u00e9"] * 40).encode(),
+        ("[" * 40).encode("utf-16-le"),
+        ("[" * 40).encode("utf-32"),
+    ],
+    ids=["open-arrays", "open-objects", "closed", "inside-oip", "utf8-text", "utf16", "utf32"],
+)
+def test_too_deep_json_is_refused_before_parsing(body: bytes) -> None:
+    with pytest.raises(JSONTooDeepError, match="OPENMAAS_MAX_JSON_DEPTH") as caught:
+        parse_json(body)
+    assert caught.value.status == 400
+    with pytest.raises(JSONTooDeepError):
+        decode_request(body, None)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 32 + b"]" * 32,
+        b'["' + b"[" * 100 + b'"]',
+        b'["\\\\", "' + b"[" * 100 + b'"]',
+        b'["\\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["]',
+        b"[[1, 2], [3, 4]]" * 1000,
+        b"[]" * 100 + b"]" * 50 + b"[" * 10,
+    ],
+    ids=["at-limit", "in-string", "escaped-backslash", "escaped-quote", "wide", "unbalanced"],
+)
+def test_depth_counts_only_real_nesting(body: bytes) -> None:
+    check_json_depth(body, 32)
+
+
+def test_depth_check_is_linear() -> None:
+    started = time.perf_counter()
+    for body in (b'{"a":' * 1_000_000, b'["x", ' * 1_000_000, b"[1.5, " * 3_000_000):
+        with pytest.raises((JSONTooDeepError, MalformedJSONError)):
+            parse_json(body)
+    assert time.perf_counter() - started < 5
+
+
+def test_deeply_nested_string_tricks_do_not_hide_depth() -> None:
+    """An escaped quote does not end a string; a string ending in a backslash does."""
+    hidden = b'["\\\\", ' + b"[" * 40 + b"]" * 40 + b"]"
+    assert json.loads(hidden)[0] == "\\"  # valid JSON, 41 levels deep
+    with pytest.raises(JSONTooDeepError):
+        check_json_depth(hidden, 32)
+
+
+def _shape_body(shape: list[int], data: Any) -> bytes:
+    return _json({"inputs": [{"name": "x", "datatype": "FP32", "shape": shape, "data": data}]})
+
+
+def test_tensor_element_limit_is_checked_on_the_shape() -> None:
+    assert v2_codec.decode_request(
+        _shape_body([2, 4], [0] * 8), None, max_elements=8, max_depth=32
+    ).inputs[0].shape == (2, 4)
+    # Data that would be huge is never looked at: the declared shape alone is refused.
+    with pytest.raises(TensorTooLargeError, match="OPENMAAS_MAX_TENSOR_ELEMENTS") as caught:
+        v2_codec.decode_request(
+            _shape_body([3, 4], "not even data"), None, max_elements=8, max_depth=32
+        )
+    assert caught.value.status == 422
+    assert caught.value.field == "inputs.x.shape"
+    assert "8" in caught.value.detail
+
+
+def test_tensor_element_limit_applies_to_binary_inputs() -> None:
+    header, body = _binary_body([("x", "UINT8", [3, 4], b"\x00" * 12)])
+    with pytest.raises(TensorTooLargeError):
+        v2_codec.decode_request(body, len(header), max_elements=8, max_depth=32)
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [[2**40 + 1], [2**62, 2**62], [2**40 + 1, 0], [10**6] * 30, [0, 2**64]],
+    ids=["huge-dim", "overflow", "huge-with-zero", "product", "beyond-int64"],
+)
+def test_absurd_shapes_are_too_large(shape: list[int]) -> None:
+    with pytest.raises(TensorTooLargeError) as caught:
+        decode_request(_shape_body(shape, []), None)
+    assert caught.value.field == "inputs.x.shape"
+
+
+def test_too_many_dimensions() -> None:
+    with pytest.raises(BadRequestError, match="dimensions") as caught:
+        decode_request(_shape_body([1] * 70, [1]), None)
+    assert caught.value.field == "inputs.x.shape"
 
 
 def test_body_must_be_an_object() -> None:

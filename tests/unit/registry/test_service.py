@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -61,7 +63,12 @@ def test_publish_creates_version_one_then_two(registry: Registry, admin: Princip
 
 def test_published_artifact_is_stored_and_verified(registry: Registry, admin: Principal) -> None:
     info = registry.publish(admin, "scaler", SCALE_2)
-    assert registry.load_artifact(info.sha256) == SCALE_2
+    resolved = registry.resolve(admin, MINE)
+    assert info.sha256 == hashlib.sha256(SCALE_2).hexdigest()
+    assert registry.load_artifact(resolved) == SCALE_2
+    assert resolved.blob_sha256 is not None
+    stored = next(registry_blob_files(registry)).read_bytes()
+    assert SCALE_2 not in stored  # only ciphertext reaches the disk
 
 
 def test_latest_follows_the_newest_version(registry: Registry, admin: Principal) -> None:
@@ -245,9 +252,10 @@ def test_foreign_public_model_cannot_be_changed(
 ) -> None:
     registry.publish(acme, "shared", SCALE_2, visibility="public")
     ref = ModelRef("acme", "shared")
-    with pytest.raises(ModelNotFoundError):
+    # Visible but foreign: 403, as a right missing on a model the caller can see.
+    with pytest.raises(PermissionDeniedError):
         registry.update(admin, ref, visibility="private")
-    with pytest.raises(ModelNotFoundError):
+    with pytest.raises(PermissionDeniedError):
         registry.set_alias(admin, ref, "mine", 1)
     assert registry.get(acme, ref).summary.visibility == "public"
     assert registry.get(acme, ref).aliases == {"latest": 1}
@@ -336,7 +344,9 @@ def test_model_ref_parse() -> None:
 @pytest.fixture
 def cached(services: Services) -> Registry:
     """A registry over the same store that remembers resolutions for a minute."""
-    return Registry(services.db, LocalBlobStore(services.settings.blob_dir), cache_seconds=60)
+    return Registry(
+        services.db, LocalBlobStore(services.settings.blob_dir), services.keyring, cache_seconds=60
+    )
 
 
 def test_publish_moves_latest_at_once_despite_the_cache(cached: Registry, admin: Principal) -> None:
@@ -374,3 +384,9 @@ def test_cache_does_not_leak_across_tenants(
     assert cached.resolve(acme, MINE).model_id == "acme/scaler"
     with pytest.raises(ModelNotFoundError):
         cached.resolve(acme, ModelRef("admin", "scaler"))
+
+
+def registry_blob_files(registry: Registry) -> Iterator[Path]:
+    """The files of the registry's blob store."""
+    root: Path = registry._blobs.root  # type: ignore[attr-defined]
+    return (p for p in root.rglob("*") if p.is_file())

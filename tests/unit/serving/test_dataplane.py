@@ -9,7 +9,6 @@ import pytest
 
 from openmaas.bootstrap import Services
 from openmaas.errors import (
-    BadRequestError,
     ModelNotFoundError,
     PermissionDeniedError,
     UnknownInputError,
@@ -17,7 +16,7 @@ from openmaas.errors import (
 )
 from openmaas.registry import ModelRef
 from openmaas.security import Principal
-from openmaas.serving import DataPlane, InferenceRequest, RequestedOutput, Tensor
+from openmaas.serving import InferenceRequest, RequestedOutput, Tensor
 from openmaas.serving.backends import ThreadBackend
 from tests.helpers.models import identity_model, scale_model
 
@@ -73,18 +72,9 @@ def test_invalid_request_never_reaches_the_backend(published: Services, admin: P
         asyncio.run(published.dataplane.infer(admin, REF, _request(X, "features")))
     assert isinstance(backend, ThreadBackend)
     resolved = published.registry.resolve(admin, REF)
-    assert not backend.is_loaded(f"onnx:{resolved.sha256}")
+    assert not backend.is_loaded(str(resolved.blob_sha256))
     asyncio.run(published.dataplane.infer(admin, REF, _request(X)))
-    assert backend.is_loaded(f"onnx:{resolved.sha256}")
-
-
-def test_tensor_element_limit(published: Services, admin: Principal) -> None:
-    dataplane = DataPlane(published.registry, published.backend, max_tensor_elements=8)
-    asyncio.run(dataplane.infer(admin, REF, _request(X)))
-    big = np.zeros((3, 4), dtype=np.float32)
-    with pytest.raises(BadRequestError, match="split the batch") as caught:
-        asyncio.run(dataplane.infer(admin, REF, _request(big)))
-    assert caught.value.field == "inputs.x"
+    assert backend.is_loaded(str(resolved.blob_sha256))
 
 
 def test_viewer_cannot_infer_but_can_read_metadata(published: Services, admin: Principal) -> None:

@@ -33,6 +33,10 @@ class Backend(Protocol):
         """Whether the model version is loaded now."""
         ...
 
+    def evict(self, keys: list[str]) -> None:
+        """Unload these model versions now (after an erasure); later calls reload them."""
+        ...
+
     async def close(self) -> None:
         """Stop accepting work and release every model."""
         ...

@@ -44,6 +44,11 @@ class ThreadBackend:
     def is_loaded(self, key: str) -> bool:
         return key in self._loaded
 
+    def evict(self, keys: list[str]) -> None:
+        with self._lock:
+            for key in keys:
+                self._loaded.pop(key, None)
+
     def _runtime(self, model: ModelHandle) -> Runtime:
         with self._lock:
             runtime = self._loaded.get(model.key)
