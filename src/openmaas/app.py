@@ -11,9 +11,10 @@ from starlette.types import ASGIApp
 
 from openmaas._version import __version__
 from openmaas.api import manage, security, sharing, v2
+from openmaas.api.access_log import AccessLogMiddleware
 from openmaas.api.headers import SecurityHeadersMiddleware
 from openmaas.api.limits import BodyLimitMiddleware, JSONDepthMiddleware
-from openmaas.api.problems import install_problem_handlers
+from openmaas.api.problems import PROBLEM_RESPONSES, install_problem_handlers
 from openmaas.bootstrap import Services, build_services, initialize
 from openmaas.quotas import RateLimiter
 from openmaas.settings import Settings
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         openapi_url="/openapi.json" if docs else None,
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
+        responses=PROBLEM_RESPONSES,  # every error is problem+json: say so in the schema
     )
     app.state.services = services
     app.state.denial_audit_limiter = RateLimiter(rate=1.0, burst_seconds=5.0)
@@ -77,6 +79,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     install_problem_handlers(app)
     # The last added runs first: bodies are capped and inflated, then their JSON measured.
     app.add_middleware(JSONDepthMiddleware, max_depth=settings.max_json_depth)
+    app.add_middleware(AccessLogMiddleware)
     app.add_middleware(
         BodyLimitMiddleware,
         limit=settings.max_request_bytes,

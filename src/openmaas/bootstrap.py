@@ -101,7 +101,7 @@ def build_services(settings: Settings) -> Services:
         meter=meter,
     )
     backend = ThreadBackend(settings.inference_threads, settings.model_cache_size)
-    dataplane = DataPlane(registry, backend, settings.max_tensor_elements, admission)
+    dataplane = DataPlane(registry, backend, admission)
 
     def after_erasure(blob_keys: list[str]) -> None:
         backend.evict(blob_keys)

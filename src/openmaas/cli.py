@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import ssl
@@ -145,6 +146,10 @@ def serve(
 
     settings = _settings(data_dir, host=host, port=port, tls_cert=tls_cert, tls_key=tls_key)
     https = _check_tls(settings.tls_cert, settings.tls_key)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     services = build_services(settings)
     _report_init(initialize(services))
     app = create_app(settings, services)
@@ -156,6 +161,7 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        access_log=False,  # ours (openmaas.access) leaves query strings out of the logs
         ssl_certfile=str(settings.tls_cert) if https else None,
         ssl_keyfile=str(settings.tls_key) if https else None,
     )

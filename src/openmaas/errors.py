@@ -197,6 +197,10 @@ class MethodNotAllowedError(OpenMaaSError):
     code = "method_not_allowed"
     title = "Method not allowed"
 
+    def __init__(self, detail: str = "", *, allow: str = "", field: str | None = None) -> None:
+        super().__init__(detail, field=field)
+        self.allow = allow  # the methods the path does take: the response's Allow header
+
 
 class ConflictError(OpenMaaSError):
     status = 409

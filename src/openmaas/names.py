@@ -6,11 +6,21 @@ import re
 
 from openmaas.errors import RequestValidationError
 
-__all__ = ["RESERVED_NAMES", "check_alias_name", "check_model_name", "check_tenant_name"]
+__all__ = [
+    "NAME_PATTERN",
+    "RESERVED_NAMES",
+    "check_alias_name",
+    "check_model_name",
+    "check_tenant_name",
+]
 
-_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
-# Path words of the inference routes; a model or tenant named like them would be ambiguous.
-RESERVED_NAMES = frozenset({"versions", "ready", "infer", "explain", "metadata", "health"})
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"  # what the API schema states for every name
+_NAME = re.compile(NAME_PATTERN)
+# Path words of the model routes; a model or tenant named like them would be ambiguous
+# (``/api/v1/models/t/grants`` lists the grants of model ``t``, never shows model ``t/grants``).
+RESERVED_NAMES = frozenset(
+    {"versions", "ready", "infer", "explain", "metadata", "health", "grants"}
+)
 
 
 def _check(kind: str, name: str) -> str:

@@ -259,6 +259,15 @@ def test_streamed_management_body_over_the_limit_is_413(small: TestClient) -> No
     _problem(response, 413, "payload_too_large")
 
 
+def test_uploads_are_not_scanned_as_json(small: TestClient) -> None:
+    response = small.post(
+        "/api/v1/models/scale/versions",
+        content=scale_model() + b"[" * 100,  # trailing bytes: invalid, but not "too deep"
+        headers={"Content-Type": "application/json"},
+    )
+    _problem(response, 400, "invalid_artifact")
+
+
 def test_binary_tensor_data_is_not_scanned_as_json(small: TestClient) -> None:
     header = _json(
         {

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
+from tests.helpers.models import scale_model
+
 
 def test_platform_admin_creates_a_tenant_with_an_owner_key(http: TestClient) -> None:
     created = http.post("/api/v1/tenants", json={"name": "lab2"})
@@ -72,7 +74,9 @@ def test_key_scopes_narrow_the_role(http: TestClient) -> None:
     assert created.status_code == 201
     headers = {"Authorization": f"Bearer {created.json()['api_key']}"}
     assert http.get("/api/v1/models", headers=headers).status_code == 200
-    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [1]}]}
-    assert http.post("/v2/models/any/infer", json=body, headers=headers).status_code == 403
+    http.post("/api/v1/models/scaler/versions", content=scale_model())
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+    assert http.post("/v2/models/scaler/infer", json=body, headers=headers).status_code == 403
+    assert http.post("/v2/models/scaler/infer", json=body).status_code == 200
     too_wide = http.post("/api/v1/keys", json={"role": "viewer", "scopes": ["infer"]})
     assert too_wide.status_code == 422

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from openmaas.bootstrap import Services
 from openmaas.security import Principal
@@ -21,13 +22,21 @@ async def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-async def get_principal(request: Request, services: ServicesDep) -> Principal:
+# Declares the API key in the OpenAPI schema; a missing or wrong key is our own 401 problem.
+_BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="An OpenMaaS API key: `Authorization: Bearer om_...`.",
+)
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)]
+
+
+async def get_principal(
+    request: Request, services: ServicesDep, credentials: BearerCredentials
+) -> Principal:
     """Authenticate the ``Authorization: Bearer`` API key (cached briefly; no thread hop)."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer":
-        token = ""
-    principal = services.accounts.authenticate(token.strip() or None)
+    token = credentials.credentials.strip() if credentials else ""
+    principal = services.accounts.authenticate(token or None)
     request.state.principal = principal  # for the audit record of a later denial
     return principal
 

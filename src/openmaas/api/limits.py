@@ -6,10 +6,11 @@ with ``Content-Encoding: gzip`` or ``deflate`` is inflated chunk by chunk under 
 bytes); the app sees the plain body and no Content-Encoding. Other encodings get a 400.
 
 ``JSONDepthMiddleware`` bounds how deep JSON nests, for every body FastAPI parses itself (the
-content types ``application/json`` and ``application/*+json``: the management API). It measures
-the body with ``check_json_depth`` (linear, no recursion) before the app receives its last
-chunk. The OIP router parses its own bodies, whatever their content type, with ``parse_json``,
-which runs the same check; so no JSON body reaches ``json.loads`` unmeasured.
+content types ``application/json`` and ``application/*+json``: the management API; model
+uploads are raw artifacts and skipped). It measures the body with ``check_json_depth`` (linear,
+no recursion) before the app receives its last chunk. The OIP router parses its own bodies,
+whatever their content type, with ``parse_json``, which runs the same check; so no JSON body
+reaches ``json.loads`` unmeasured.
 
 FastAPI turns any exception raised while it reads a body into its own generic 400, so when
 a middleware here refuses a body it also replaces whatever the app then answers with its own
@@ -217,7 +218,8 @@ class JSONDepthMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = Headers(scope=scope) if scope["type"] == "http" else None
-        if headers is None or not _is_json(headers):
+        # A model upload is the raw artifact, never JSON, whatever its Content-Type says.
+        if headers is None or not _is_json(headers) or _UPLOAD_PATH.match(scope["path"]):
             await self.app(scope, receive, send)
             return
         # An OIP binary request is a JSON header of this many bytes, then raw tensor data.

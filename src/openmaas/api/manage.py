@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from openmaas.api import _fields
+from openmaas.api._routes import ModelIdPath, ModelRoute
 from openmaas.api.deps import CurrentPrincipal, ServicesDep
 from openmaas.errors import PermissionDeniedError
 from openmaas.registry import ModelDetail, ModelRef, ModelSummary, VersionInfo
@@ -17,7 +19,7 @@ from openmaas.security import ApiKeyInfo, TenantInfo
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1", tags=["Management"])
+router = APIRouter(prefix="/api/v1", tags=["Management"], route_class=ModelRoute)
 
 
 class _Body(BaseModel):
@@ -26,19 +28,32 @@ class _Body(BaseModel):
 
 
 class TenantCreate(_Body):
-    name: str = Field(description="Tenant name: lowercase letters, digits, '.', '_', '-'.")
+    name: str = Field(
+        description="Tenant name: lowercase letters, digits, '.', '_', '-'.",
+        json_schema_extra=_fields.NAME,
+    )
 
 
 class KeyCreate(_Body):
     name: str = Field(default="", max_length=100, description="A label for the key.")
-    role: str = Field(default="consumer", description="owner, admin, publisher, consumer, viewer.")
-    expires_at: datetime | None = Field(default=None, description="When the key stops working.")
-    scopes: list[str] | None = Field(default=None, description="Subset of the role's scopes.")
+    role: str = Field(
+        default="consumer",
+        description="owner, admin, publisher, consumer, viewer.",
+        json_schema_extra=_fields.ROLE,
+    )
+    expires_at: datetime | None = Field(
+        default=None, description="When the key stops working; in the future."
+    )
+    scopes: list[str] | None = Field(
+        default=None, description="Subset of the role's scopes.", json_schema_extra=_fields.SCOPES
+    )
     member: str | None = Field(default=None, description="The member the key acts for.")
 
 
 class ModelUpdate(_Body):
-    visibility: str | None = Field(default=None, description="private or public.")
+    visibility: str | None = Field(
+        default=None, description="private or public.", json_schema_extra=_fields.VISIBILITY
+    )
     description: str | None = Field(default=None, max_length=2000)
 
 
@@ -115,19 +130,35 @@ def list_models(principal: CurrentPrincipal, services: ServicesDep) -> list[Mode
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
         }
     },
 )
 async def publish_version(
-    model_id: str,
+    model_id: ModelIdPath,
     request: Request,
     principal: CurrentPrincipal,
     services: ServicesDep,
-    alias: str | None = Query(default=None, description="Also point this alias at it."),
-    visibility: str | None = Query(default=None, description="private or public."),
-    description: str | None = Query(default=None, max_length=2000),
-    format: str | None = Query(default=None, description="Artifact format; sniffed if absent."),
+    alias: str | None = Query(
+        default=None,
+        description="Also point this alias at it.",
+        json_schema_extra=_fields.query(_fields.ALIAS),
+    ),
+    visibility: str | None = Query(
+        default=None,
+        description="private or public.",
+        json_schema_extra=_fields.query(_fields.VISIBILITY),
+    ),
+    description: str | None = Query(
+        default=None, max_length=2000, json_schema_extra=_fields.query({})
+    ),
+    format: str | None = Query(
+        default=None,
+        description="Artifact format; sniffed if absent.",
+        json_schema_extra=_fields.query(_fields.FORMAT),
+    ),
 ) -> VersionInfo:
     ref = ModelRef.parse(model_id)
     if ref.tenant not in (None, principal.tenant_name):
@@ -154,19 +185,25 @@ async def publish_version(
 
 @router.put("/models/{model_id:path}/aliases/{alias}", summary="Point an alias at a version")
 def set_alias(
-    model_id: str, alias: str, body: AliasSet, principal: CurrentPrincipal, services: ServicesDep
+    model_id: ModelIdPath,
+    alias: Annotated[str, Path(json_schema_extra=_fields.ALIAS)],
+    body: AliasSet,
+    principal: CurrentPrincipal,
+    services: ServicesDep,
 ) -> ModelDetail:
     return services.registry.set_alias(principal, ModelRef.parse(model_id), alias, body.version)
 
 
 @router.get("/models/{model_id:path}", summary="A model with its versions, aliases and card")
-def get_model(model_id: str, principal: CurrentPrincipal, services: ServicesDep) -> ModelDetail:
+def get_model(
+    model_id: ModelIdPath, principal: CurrentPrincipal, services: ServicesDep
+) -> ModelDetail:
     return services.registry.get(principal, ModelRef.parse(model_id))
 
 
 @router.patch("/models/{model_id:path}", summary="Change a model's visibility or description")
 def update_model(
-    model_id: str, body: ModelUpdate, principal: CurrentPrincipal, services: ServicesDep
+    model_id: ModelIdPath, body: ModelUpdate, principal: CurrentPrincipal, services: ServicesDep
 ) -> ModelDetail:
     return services.registry.update(
         principal,

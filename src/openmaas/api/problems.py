@@ -11,16 +11,49 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError as FastAPIValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
-from openmaas.errors import OpenMaaSError, RateLimitedError
+from openmaas.errors import MethodNotAllowedError, OpenMaaSError, RateLimitedError
 
-__all__ = ["install_problem_handlers", "problem_response"]
+__all__ = ["PROBLEM_RESPONSES", "Problem", "install_problem_handlers", "problem_response"]
 
 log = logging.getLogger("openmaas.api")
 PROBLEM_JSON = "application/problem+json"
 _HTTP_CODES = {404: "route_not_found", 405: "method_not_allowed"}
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+class Problem(BaseModel):
+    """The body of every error response: an RFC 9457 problem with our stable ``code``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="https://openmaas.dev/problems/<code>")
+    title: str
+    status: int
+    detail: str = Field(description="What went wrong and what to do next.")
+    code: str = Field(description="Stable machine-readable code, e.g. model_not_found.")
+    instance: str = Field(description="The request path.")
+    field: str | None = Field(default=None, description="The input that was wrong.")
+    errors: list[dict[str, str]] | None = Field(
+        default=None, description="Schema validation: each wrong field and its message."
+    )
+    request_id: str | None = Field(default=None, description="500s: quote it to the operator.")
+
+
+_PROBLEM_CONTENT = {PROBLEM_JSON: {"schema": Problem.model_json_schema()}}
+# Every route can answer an error; each one is a problem+json document (FastAPI's default 422
+# with its own JSON shape is replaced by this, as it is never sent).
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {
+        "description": "The request was refused; `code` says why.",
+        "content": _PROBLEM_CONTENT,
+    },
+    "5XX": {"description": "The server failed or is not ready.", "content": _PROBLEM_CONTENT},
+}
 
 
 def problem_response(
@@ -86,6 +119,8 @@ async def _openmaas_error(request: Request, exc: Exception) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     if isinstance(exc, RateLimitedError):
         headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+    if isinstance(exc, MethodNotAllowedError) and exc.allow:
+        headers = {"Allow": exc.allow}
     return problem_response(
         exc.status, exc.code, exc.title, exc.detail, request.url.path, headers, field=exc.field
     )
@@ -113,7 +148,25 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     detail = str(exc.detail)
     if exc.status_code == 404:
         detail = f"no route {request.method} {request.url.path}; see /docs for the API"
-    return problem_response(exc.status_code, code, detail, detail, request.url.path)
+    title, headers = detail, dict(exc.headers or {})
+    if exc.status_code == 405:
+        # A 405 must list in ``Allow`` every method the path takes; Starlette names only those
+        # of the first route that matched the path (GET and POST /keys are two routes).
+        allow = _allowed_methods(request)
+        headers["Allow"] = allow
+        detail = f"{request.url.path} takes {allow}, not {request.method}; see /docs for the API"
+    return problem_response(exc.status_code, code, title, detail, request.url.path, headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method for which the app's router would find a route at this request's path."""
+    routes = request.app.router.routes
+    allowed = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in routes):
+            allowed.append(method)
+    return ", ".join(allowed)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

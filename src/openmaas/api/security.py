@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from openmaas.api import _fields
 from openmaas.api.deps import CurrentPrincipal, ServicesDep
 from openmaas.api.manage import CreatedKey
 from openmaas.errors import RequestValidationError
@@ -26,8 +27,18 @@ class _Body(BaseModel):
 
 
 class ErasureRequest(_Body):
+    model_config = ConfigDict(
+        json_schema_extra=_fields.one_of(
+            "tenant", "model", "api_key", "member", only_with={"version": "model"}
+        )
+    )
+
     tenant: str | None = Field(default=None, description="Erase a whole tenant.")
-    model: str | None = Field(default=None, description="Erase a model (tenant/name).")
+    model: str | None = Field(
+        default=None,
+        description="Erase a model (tenant/name).",
+        json_schema_extra=_fields.MODEL_REF,
+    )
     version: int | None = Field(default=None, ge=1, description="With model: one version.")
     api_key: str | None = Field(default=None, description="Erase an API key by its id.")
     member: str | None = Field(default=None, description="Erase a member and their keys.")
@@ -40,8 +51,8 @@ class RotateRequest(_Body):
 
 
 class MemberCreate(_Body):
-    name: str = Field(max_length=100)
-    role: str = Field(default="consumer")
+    name: str = Field(max_length=100, json_schema_extra=_fields.MEMBER_NAME)
+    role: str = Field(default="consumer", json_schema_extra=_fields.ROLE)
 
 
 @router.post("/erasures", status_code=201, summary="Erase an object for good; get a receipt")
@@ -68,11 +79,8 @@ def erase(body: ErasureRequest, principal: CurrentPrincipal, services: ServicesD
 def verify_erasure(
     receipt_id: str, principal: CurrentPrincipal, services: ServicesDep
 ) -> dict[str, Any]:
-    require(principal, Action.KEYS)
-    report = services.erasure.verify(receipt_id)
+    report = services.erasure.verify_for(principal, receipt_id)
     receipt: ErasureReceipt | None = report.receipt
-    if receipt is not None and receipt.tenant_id != principal.tenant_id:
-        require(principal, Action.ADMIN)
     return {
         "ok": report.ok,
         "receipt": receipt,
@@ -84,12 +92,15 @@ def verify_erasure(
 def audit_records(
     principal: CurrentPrincipal,
     services: ServicesDep,
-    after: int = Query(default=0, ge=0),
+    after: int = Query(default=0, ge=0, le=_fields.MAX_SAFE_INTEGER),
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> list[AuditEntry]:
     require(principal, Action.KEYS)
-    tenant = None if principal.can(Action.ADMIN) else principal.tenant_name
-    return services.audit.records(limit=limit, after_seq=after, tenant=tenant)
+    if principal.can(Action.ADMIN):
+        return services.audit.records(limit=limit, after_seq=after)
+    return services.audit.records(
+        limit=limit, after_seq=after, tenant=principal.tenant_name, since=principal.tenant_since
+    )
 
 
 @router.get("/audit/verify", summary="Verify the whole audit chain (platform admins)")

@@ -7,14 +7,15 @@ path pattern that ``parse_model_path`` splits into model, version and action.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
 
 from openmaas._version import __version__
 from openmaas.api.deps import CurrentPrincipal, ServicesDep
 from openmaas.api.v2_codec import decode_request, encode_response
+from openmaas.api.v2_docs import INFER_OPENAPI, INFER_PATH_PATTERN
 from openmaas.errors import BadRequestError, MethodNotAllowedError, NotFoundError
 from openmaas.registry import ModelRef
 
@@ -77,7 +78,7 @@ async def model_get(
 ) -> dict[str, Any]:
     target = parse_model_path(model_path)
     if target.action == "infer":
-        raise MethodNotAllowedError("inference takes POST with an OIP request body")
+        raise MethodNotAllowedError("inference takes POST with an OIP request body", allow="POST")
     dataplane = services.dataplane
     if target.action == "ready":
         is_ready = dataplane.ready(principal, target.model, target.version)
@@ -85,14 +86,23 @@ async def model_get(
     return dataplane.metadata(principal, target.model, target.version)
 
 
-@router.post("/v2/models/{model_path:path}", summary="Inference")
+@router.post(
+    "/v2/models/{model_path:path}",
+    summary="Inference",
+    openapi_extra=INFER_OPENAPI,
+    responses={200: {"content": {"application/octet-stream": {}}}},  # binary outputs
+)
 async def model_infer(
-    model_path: str, request: Request, principal: CurrentPrincipal, services: ServicesDep
+    model_path: Annotated[str, Path(json_schema_extra={"pattern": INFER_PATH_PATTERN})],
+    request: Request,
+    principal: CurrentPrincipal,
+    services: ServicesDep,
 ) -> Response:
     target = parse_model_path(model_path)
     if target.action != "infer":
         raise MethodNotAllowedError(
-            f"POST is for /v2/models/{model_path}/infer; metadata and readiness take GET"
+            f"POST is for /v2/models/{model_path}/infer; metadata and readiness take GET",
+            allow="GET",
         )
     header_value = request.headers.get(HEADER_LENGTH)
     header_length: int | None = None

@@ -136,8 +136,11 @@ class Registry:
     def resolve(
         self, principal: Principal, ref: ModelRef, version: str | None = None
     ) -> ResolvedVersion:
-        """The version a caller means by ``ref`` and ``version`` (number, alias or latest)."""
-        require(principal, Action.MODELS_READ)
+        """The version a caller means by ``ref`` and ``version`` (number, alias or latest).
+
+        Only visibility is checked here (a foreign private model is 'not found'); callers
+        check the right they need, so a missing right on a visible model is a 403.
+        """
         cache_key = (principal.tenant_id, ref, version)
         cached = self._resolved.get(cache_key)
         if cached is not None:
@@ -289,10 +292,10 @@ class Registry:
         self, principal: Principal, ref: ModelRef, alias: str, version: int
     ) -> ModelDetail:
         """Point ``alias`` at an existing version of one of the caller's models."""
-        require(principal, Action.MODELS_WRITE)
         check_alias_name(alias)
         with self._db.session() as session:
             model, _ = find_own_model(session, principal, ref)
+            require(principal, Action.MODELS_WRITE)
             row = find_version(session, model, str(version))
             session.merge(Alias(model_id=model.id, name=alias, version_id=row.id))
             session.commit()
@@ -309,9 +312,9 @@ class Registry:
         description: str | None = None,
     ) -> ModelDetail:
         """Change a model's visibility or description."""
-        require(principal, Action.MODELS_WRITE)
         with self._db.session() as session:
             model, _ = find_own_model(session, principal, ref)
+            require(principal, Action.MODELS_WRITE)
             if visibility is not None:
                 model.visibility = _check_visibility(visibility)
             if description is not None:
@@ -353,9 +356,9 @@ class Registry:
 
     def get(self, principal: Principal, ref: ModelRef) -> ModelDetail:
         """A model with all its versions and aliases."""
-        require(principal, Action.MODELS_READ)
         with self._db.session() as session:
             model, tenant = find_model(session, principal, ref)
+            require(principal, Action.MODELS_READ)
             versions = session.scalars(
                 select(ModelVersion)
                 .where(ModelVersion.model_id == model.id)

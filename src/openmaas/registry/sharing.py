@@ -44,13 +44,13 @@ class Sharing:
         self, principal: Principal, ref: ModelRef, grantee: str, quota_per_day: int | None = None
     ) -> GrantInfo:
         """Let tenant ``grantee`` call the model (again: updates the quota)."""
-        require(principal, Action.MODELS_WRITE)
         if quota_per_day is not None and quota_per_day < 1:
             raise RequestValidationError(
                 "the quota must be at least 1 request a day", field="quota"
             )
         with self._db.session() as session:
             model, tenant = find_own_model(session, principal, ref)
+            require(principal, Action.MODELS_WRITE)
             target = session.scalar(select(Tenant).where(Tenant.name == grantee))
             if target is None:
                 raise NotFoundError(f"no tenant named {grantee!r}", field="tenant")
@@ -75,9 +75,9 @@ class Sharing:
 
     def unshare(self, principal: Principal, ref: ModelRef, grantee: str) -> None:
         """Withdraw a grant; the grantee's next request is refused."""
-        require(principal, Action.MODELS_WRITE)
         with self._db.session() as session:
             model, tenant = find_own_model(session, principal, ref)
+            require(principal, Action.MODELS_WRITE)
             target = session.scalar(select(Tenant).where(Tenant.name == grantee))
             grant = None if target is None else grant_for(session, model.id, target.id)
             if grant is None:
@@ -92,9 +92,9 @@ class Sharing:
 
     def grants(self, principal: Principal, ref: ModelRef) -> list[GrantInfo]:
         """Who may call one of the caller's models."""
-        require(principal, Action.MODELS_READ)
         with self._db.session() as session:
             model, tenant = find_own_model(session, principal, ref)
+            require(principal, Action.MODELS_READ)
             rows = session.execute(
                 select(Grant, Tenant.name)
                 .join(Tenant, Tenant.id == Grant.grantee_tenant_id)

@@ -3,7 +3,7 @@
 Uploads that carry code are refused before any format parses them: Python pickles (what
 ``pickle.dump``, ``joblib.dump`` and ``torch.save`` write, also zipped, compressed or inside a
 ``.npy``) run arbitrary code when loaded. They are recognised by reading their opcodes with
-``pickletools.genops``, which never imports or calls anything.
+``pickletools`` (``dis`` checks the stack and memo too), which never imports or calls anything.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import bz2
 import io
 import lzma
 import pickletools
-import struct
 import zipfile
 import zlib
 from collections.abc import Mapping, Sequence
@@ -99,13 +98,27 @@ _PEEK = 64 * 1024
 _MAX_ZIP_MEMBERS = 1000
 _ZIP_MAGIC = b"PK\x03\x04"
 _NPY_MAGIC = b"\x93NUMPY"
+# What zipfile raises on a corrupt archive (BadZipFile is an Exception, bz2 raises OSError;
+# RuntimeError: encrypted; NotImplementedError: unknown compression; ValueError: bad offsets).
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    zlib.error,
+    lzma.LZMAError,
+    OSError,
+    EOFError,
+    RuntimeError,
+    NotImplementedError,
+    ValueError,
+)
 
 
-def _is_pickle(head: bytes) -> bool:
+def _is_pickle(head: bytes, longer: bool) -> bool:
     """Whether ``head``, the first bytes of something, is a pickle.
 
-    Protocols 2-5 open with PROTO (0x80 and the protocol number); protocols 0 and 1 have no
-    header, so their opcodes are read until STOP, or until ``head`` runs out.
+    Protocols 2-5 open with PROTO (0x80 and the protocol number). Protocols 0 and 1 have no
+    header: ``head`` must disassemble into a consistent pickle, or (when ``longer``: there is
+    more than ``head``) into valid opcodes that only stop because ``head`` ends.
     """
     if head.startswith(_NPY_MAGIC) and len(head) > 12:
         # A .npy of an object array is a header, then a pickle. The header's length takes 2
@@ -114,17 +127,14 @@ def _is_pickle(head: bytes) -> bool:
         head = head[8 + size + int.from_bytes(head[8 : 8 + size], "little") :]
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
         return True
-    stream = io.BytesIO(head)
-    opcodes = 0
+    stream, listing = io.BytesIO(head), io.StringIO()
     try:
-        for opcode, _, _ in pickletools.genops(stream):
-            opcodes += 1
-            if opcode.name == "STOP":
-                return opcodes > 1
-    except (ValueError, EOFError, OverflowError, struct.error):
-        # Valid opcodes up to the end of what was read: a pickle longer than the peek.
-        return opcodes > 1 and stream.tell() >= len(head)
-    return False
+        pickletools.dis(stream, out=listing)  # one line per opcode
+    except Exception:  # pickletools is not hardened against arbitrary bytes: any failure
+        # Consistent opcodes until ``head`` ends, mid-opcode: the start of a longer pickle.
+        ran_out = stream.tell() >= len(head) and listing.getvalue().count("\n") > 1
+        return longer and ran_out
+    return True
 
 
 def _decompressed_head(data: bytes) -> bytes | None:
@@ -154,9 +164,10 @@ def _pickled_zip_member(data: bytes) -> str | None:
                     return info.filename
             for info in members[:_MAX_ZIP_MEMBERS]:
                 with archive.open(info) as member:
-                    if _is_pickle(member.read(_PEEK)):
+                    head = member.read(_PEEK)
+                    if _is_pickle(head, longer=len(head) == _PEEK):
                         return info.filename
-    except (zipfile.BadZipFile, RuntimeError, NotImplementedError, OSError, EOFError) as exc:
+    except _ZIP_ERRORS as exc:
         raise InvalidArtifactError(
             f"the upload is a zip archive that cannot be read ({exc}); publish an .onnx file"
         ) from exc
@@ -166,15 +177,16 @@ def _pickled_zip_member(data: bytes) -> str | None:
 def _refuse_code(data: bytes) -> None:
     """Raise UnsafeArtifactError when the upload is, or holds, a pickle."""
     where = None
-    if _is_pickle(data[:_PEEK]):
-        where = "is a Python pickle"
-    elif data.startswith(_ZIP_MAGIC):
+    if data.startswith(_ZIP_MAGIC):
         member = _pickled_zip_member(data)
         if member is not None:
             where = f"is a zip archive holding a Python pickle ({member!r})"
+    # A protocol 0/1 pickle longer than the peek still ends with STOP.
+    elif _is_pickle(data[:_PEEK], longer=len(data) > _PEEK and data.endswith(b".")):
+        where = "is a Python pickle"
     else:
         head = _decompressed_head(data)
-        if head is not None and _is_pickle(head):
+        if head is not None and _is_pickle(head, longer=len(head) == _PEEK):
             where = "is a compressed Python pickle"
     if where is not None:
         raise UnsafeArtifactError(

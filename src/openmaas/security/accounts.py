@@ -137,6 +137,7 @@ class Accounts:
                 key_id=key.key_id,
                 role=key.role,
                 scopes=frozenset(key.scopes),
+                tenant_since=tenant.created_at,
             ),
         )
         self._keys.put(key_id, known)
@@ -245,8 +246,6 @@ class Accounts:
         self, principal: Principal, key_id: str, overlap_seconds: int
     ) -> tuple[ApiKeyInfo, str]:
         """Replace a key by a new one with the same rights; the old one works ``overlap`` more."""
-        if key_id != principal.key_id:
-            require(principal, Action.KEYS)  # any key may rotate itself
         with self._db.session() as session:
             old = session.scalar(
                 select(ApiKey).where(
@@ -255,6 +254,8 @@ class Accounts:
             )
             if old is None or old.revoked_at is not None:
                 raise ApiKeyNotFoundError(f"no active API key {key_id!r} in this tenant")
+            if key_id != principal.key_id:
+                require(principal, Action.KEYS)  # any key may rotate itself
             token, row = self._add_key(
                 session, old.tenant_id, old.name, old.role, old.expires_at, list(old.scopes)
             )
@@ -283,7 +284,6 @@ class Accounts:
 
     def revoke_key(self, principal: Principal, key_id: str) -> ApiKeyInfo:
         """Revoke a key of the caller's tenant; effective on the next request."""
-        require(principal, Action.KEYS)
         with self._db.session() as session:
             row = session.scalar(
                 select(ApiKey).where(
@@ -295,6 +295,7 @@ class Accounts:
                     f"no API key {key_id!r} in tenant {principal.tenant_name!r}; "
                     "'openmaas keys list' shows the key ids"
                 )
+            require(principal, Action.KEYS)
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
             session.commit()

@@ -516,14 +516,21 @@ class AuditLog:
         )
 
     def records(
-        self, limit: int = 100, after_seq: int = 0, tenant: str | None = None
+        self,
+        limit: int = 100,
+        after_seq: int = 0,
+        tenant: str | None = None,
+        since: datetime | None = None,
     ) -> list[AuditEntry]:
-        """Up to ``limit`` records after ``after_seq``, oldest first, optionally of one tenant."""
+        """Up to ``limit`` records after ``after_seq``, oldest first, optionally of one tenant
+        and no older than ``since`` (a tenant's creation: its erased namesake's are not its)."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, not {limit}")
         query = select(AuditRecord).where(AuditRecord.seq > after_seq)
         if tenant is not None:
             query = query.where(AuditRecord.actor_tenant == tenant)
+        if since is not None:
+            query = query.where(AuditRecord.at >= since)
         with self._db.session() as session:
             rows = session.scalars(query.order_by(AuditRecord.seq).limit(limit)).all()
             return [_entry(row) for row in rows]

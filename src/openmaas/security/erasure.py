@@ -138,9 +138,9 @@ class Erasure:
 
     def erase_model(self, principal: Principal, ref: ModelRef) -> ErasureReceipt:
         """Destroy every version's data key, blob and row, then the model."""
-        require(principal, Action.MODELS_WRITE)
         with self._db.session() as session:
             model, tenant = find_own_model(session, principal, ref)
+            require(principal, Action.MODELS_WRITE)
             versions = session.scalars(
                 select(ModelVersion).where(ModelVersion.model_id == model.id)
             ).all()
@@ -154,9 +154,9 @@ class Erasure:
 
     def erase_version(self, principal: Principal, ref: ModelRef, version: int) -> ErasureReceipt:
         """Destroy one version; ``latest`` moves to the newest version left."""
-        require(principal, Action.MODELS_WRITE)
         with self._db.session() as session:
             model, tenant = find_own_model(session, principal, ref)
+            require(principal, Action.MODELS_WRITE)
             row = find_version(session, model, str(version))
             destroyed = [_fingerprint(row.wrapped_key)]
             blobs = [row.blob_sha256] if row.blob_sha256 else []
@@ -176,7 +176,6 @@ class Erasure:
 
     def erase_key(self, principal: Principal, key_id: str) -> ErasureReceipt:
         """Delete an API key of the caller's tenant (not just revoke it)."""
-        require(principal, Action.KEYS)
         with self._db.session() as session:
             row = session.scalar(
                 select(ApiKey).where(
@@ -185,6 +184,7 @@ class Erasure:
             )
             if row is None:
                 raise ApiKeyNotFoundError(f"no API key {key_id!r} in this tenant")
+            require(principal, Action.KEYS)
             destroyed = [row.secret_hash[:16]]
             session.delete(row)
             session.commit()
@@ -194,13 +194,13 @@ class Erasure:
 
     def erase_member(self, principal: Principal, name: str) -> ErasureReceipt:
         """Delete a member of the caller's tenant and every key that acts for them."""
-        require(principal, Action.KEYS)
         with self._db.session() as session:
             member = session.scalar(
                 select(Member).where(Member.name == name, Member.tenant_id == principal.tenant_id)
             )
             if member is None:
                 raise NotFoundError(f"no member {name!r} in this tenant", field="member")
+            require(principal, Action.KEYS)
             keys = session.scalars(select(ApiKey).where(ApiKey.member_id == member.id)).all()
             destroyed = [k.secret_hash[:16] for k in keys]
             session.delete(member)
@@ -264,6 +264,23 @@ class Erasure:
             if details.get("receipt_id") == receipt_id:
                 return ErasureReceipt(**{**details, "audit_seq": seq})
         return None
+
+    def verify_for(self, principal: Principal, receipt_id: str) -> ReceiptCheck:
+        """Verify a receipt the caller may see: its own tenant's (since its creation), or any
+        for platform admins; another tenant's receipt is 'not found', like a missing one."""
+        receipt = self.find_receipt(receipt_id)
+        own = (
+            receipt is not None
+            and receipt.tenant_id == principal.tenant_id
+            and (
+                principal.tenant_since is None
+                or principal.tenant_since.isoformat() < receipt.erased_at
+            )
+        )
+        if receipt is None or not (own or principal.can(Action.ADMIN)):
+            raise NotFoundError(f"no erasure receipt {receipt_id!r} for this API key")
+        require(principal, Action.KEYS)
+        return self.verify(receipt_id)
 
     def verify(self, receipt_id: str, backup_dir: Path | None = None) -> ReceiptCheck:
         """Prove an erasure: signed, in an intact chain, keys gone, ciphertexts unreadable."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 from openmaas.errors import PermissionDeniedError
@@ -53,6 +54,9 @@ class Principal:
     key_id: str
     role: str
     scopes: frozenset[str]
+    # When the tenant was created: records and receipts older than it belong to an erased
+    # tenant that had the same name or id, never to this one.
+    tenant_since: datetime | None = None
 
     def can(self, action: Action) -> bool:
         """Whether the policy table and the key's scopes both allow ``action``."""

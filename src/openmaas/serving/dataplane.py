@@ -25,14 +25,12 @@ class DataPlane:
         self,
         registry: Registry,
         backend: Backend,
-        max_tensor_elements: int,
         admission: Admission | None = None,
     ) -> None:
+        # Element counts are checked by the wire codecs on the declared shape, before any
+        # data is allocated (api/v2_codec.py).
         self._registry = registry
         self._backend = backend
-        # Element counts are checked by the wire codecs on the declared shape, before any
-        # data is allocated (api/v2_codec.py); kept here for the codecs of other transports.
-        self._max_elements = max_tensor_elements
         self._admission = admission
 
     def _handle(self, resolved: ResolvedVersion) -> ModelHandle:
@@ -47,6 +45,7 @@ class DataPlane:
     ) -> dict[str, Any]:
         """OIP model metadata: name, versions, platform, inputs and outputs."""
         resolved = self._registry.resolve(principal, ref, version)
+        require(principal, Action.MODELS_READ)
         signature = resolved.signature.to_dict()
         return {
             "name": resolved.model_id,
@@ -59,6 +58,7 @@ class DataPlane:
     def ready(self, principal: Principal, ref: ModelRef, version: str | None = None) -> bool:
         """Whether the model can serve (models load on first use, so any stored one can)."""
         self._registry.resolve(principal, ref, version)
+        require(principal, Action.MODELS_READ)
         return True
 
     async def infer(
@@ -69,10 +69,10 @@ class DataPlane:
         version: str | None = None,
     ) -> InferenceResponse:
         """Run one inference request and return every requested output."""
+        resolved = self._registry.resolve(principal, ref, version)  # 404 before 403
         require(principal, Action.INFER)
         if self._admission is not None:
             self._admission.check_rate(principal)
-        resolved = self._registry.resolve(principal, ref, version)
         if self._admission is not None:
             self._admission.charge_grant(
                 resolved.grant_id, resolved.grant_quota_per_day, resolved.model_id

@@ -133,7 +133,12 @@ def test_valid_onnx_models_still_pass(model: Any) -> None:
         b".",  # STOP alone
         b"\x80\x01\x00",  # PROTO with a protocol that does not exist
         b"x\x9c" + b"\x00" * 20,  # looks like zlib, is not
+        b"http://169.254.169.254/latest/meta-data/",  # valid opcodes, then no newline
+        b"hello world.",  # valid opcodes up to STOP, but GETs from an empty memo
+        b"(" + b"a" * 100_000 + b".",  # APPEND to nothing, long enough to be peeked
+        b"V" + b"x" * 100_000 + b".",  # one opcode cut by the peek
     ],
+    ids=["onnx-like", "p0-like", "stop", "proto-1", "zlib-like", "url", "text", "long", "one-op"],
 )
 def test_lookalikes_are_invalid_not_unsafe(data: bytes) -> None:
     with pytest.raises(InvalidArtifactError) as caught:
