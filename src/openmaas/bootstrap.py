@@ -99,6 +99,9 @@ def build_services(settings: Settings) -> Services:
         keys=RateLimiter(settings.key_rate_per_second, burst),
         tenants=RateLimiter(settings.tenant_rate_per_second, burst),
         meter=meter,
+        grants=RateLimiter(settings.grant_rate_per_second, burst),
+        key_daily_quota=settings.key_daily_quota,
+        tenant_daily_quota=settings.tenant_daily_quota,
     )
     backend = ThreadBackend(settings.inference_threads, settings.model_cache_size)
     dataplane = DataPlane(registry, backend, admission)

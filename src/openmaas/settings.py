@@ -72,6 +72,15 @@ class Settings(BaseSettings):
     tenant_rate_per_second: float = Field(
         default=1000.0, gt=0, description="Sustained requests per second allowed per tenant."
     )
+    grant_rate_per_second: float = Field(
+        default=100.0, gt=0, description="Sustained requests per second through one grant."
+    )
+    key_daily_quota: int | None = Field(
+        default=None, ge=1, description="Requests per UTC day allowed per API key (unset: none)."
+    )
+    tenant_daily_quota: int | None = Field(
+        default=None, ge=1, description="Requests per UTC day allowed per tenant (unset: none)."
+    )
     rate_burst_seconds: float = Field(
         default=2.0, gt=0, description="Burst allowance of the rate limits, in seconds of rate."
     )

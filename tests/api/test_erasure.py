@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -180,3 +181,18 @@ def test_denied_access_is_audited_without_the_key(http: TestClient, admin_key: s
     assert viewer["key"]["key_id"] in {r["actor_key_id"] for r in denied}
     assert forged not in str(denied)
     assert viewer["api_key"] not in str(denied)
+
+
+def test_key_use_is_audited_once_as_a_login(http: TestClient) -> None:
+    made = http.post("/api/v1/keys", json={"role": "viewer"}).json()
+    headers = {"Authorization": f"Bearer {made['api_key']}"}
+    for _ in range(3):
+        assert http.get("/api/v1/whoami", headers=headers).status_code == 200
+    target = f"api key {made['key']['key_id']}"
+    deadline = time.monotonic() + 10
+    logins: list[dict[str, object]] = []
+    while time.monotonic() < deadline and not logins:
+        records = http.get("/api/v1/audit", params={"limit": 1000}).json()
+        logins = [r for r in records if r["action"] == "key.login" and r["target"] == target]
+        time.sleep(0.05)
+    assert len(logins) == 1  # written off the request path, once an hour per key

@@ -97,3 +97,43 @@ def test_key_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
             "/v2/models/m/infer", json=BODY, headers={"Authorization": f"Bearer {other}"}
         )
         assert fresh.status_code == 200  # limits are per key
+
+
+def test_key_and_tenant_daily_quotas(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "d", demo_models=False, key_daily_quota=2, tenant_daily_quota=3
+    )
+    services = build_services(settings)
+    key = initialize(services).admin_key
+    with TestClient(create_app(settings, services)) as http:
+        http.headers["Authorization"] = f"Bearer {key}"
+        http.post("/api/v1/models/m/versions", content=scale_model())
+        first = [http.post("/v2/models/m/infer", json=BODY).status_code for _ in range(3)]
+        assert first == [200, 200, 429]
+        other = http.post("/api/v1/keys", json={"role": "consumer"}).json()["api_key"]
+        as_other = {"Authorization": f"Bearer {other}"}
+        second = [
+            http.post("/v2/models/m/infer", json=BODY, headers=as_other).status_code
+            for _ in range(2)
+        ]
+        assert second == [200, 429]  # the tenant's third request of the day, then its limit
+        refused = http.post("/v2/models/m/infer", json=BODY, headers=as_other)
+        assert refused.json()["code"] == "quota_exceeded"
+        assert "tenant" in refused.json()["detail"]
+
+
+def test_grant_rate_limit(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "d", demo_models=False, grant_rate_per_second=1, rate_burst_seconds=2
+    )
+    services = build_services(settings)
+    key = initialize(services).admin_key
+    with TestClient(create_app(settings, services)) as http:
+        http.headers["Authorization"] = f"Bearer {key}"
+        http.post("/api/v1/models/fraud/versions", content=scale_model())
+        lab2 = _lab(http)
+        http.post("/api/v1/models/admin/fraud/grants", json={"tenant": "lab2"})
+        url = "/v2/models/admin/fraud/infer"
+        codes = [http.post(url, json=BODY, headers=lab2).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+        assert http.post(url, json=BODY).status_code == 200  # the owner is not behind the grant

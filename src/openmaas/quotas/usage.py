@@ -70,6 +70,14 @@ class UsageMeter:
             self._dirty.add(key)
             return True
 
+    def refund(self, scope: str) -> None:
+        """Take back one request counted today (it was refused by a later check)."""
+        key = (scope, utc_day(self._clock()))
+        with self._lock:
+            if self._counts.get(key, 0) > 0:
+                self._counts[key] -= 1
+                self._dirty.add(key)
+
     def flush(self) -> None:
         """Write the changed counters; drop days that are over from memory."""
         with self._lock:

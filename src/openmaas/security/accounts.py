@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -32,7 +35,9 @@ from openmaas.security.trail import record_event
 from openmaas.store.db import Database
 from openmaas.store.tables import ApiKey, Member, Tenant, utcnow
 
-__all__ = ["Accounts", "ApiKeyInfo", "TenantInfo"]
+__all__ = ["LOGIN_AUDIT_SECONDS", "Accounts", "ApiKeyInfo", "TenantInfo"]
+
+LOGIN_AUDIT_SECONDS = 3600.0  # a key's use is audited at most once an hour
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,9 @@ class Accounts:
         self._audit = audit
         self._server_secret = server_secret
         self._keys: TTLCache[_CachedKey] = TTLCache(cache_seconds)
+        self._logins: dict[str, float] = {}
+        self._login_lock = threading.Lock()
+        self._audit_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit")
 
     # -- authentication -------------------------------------------------------------------
 
@@ -114,7 +122,24 @@ class Accounts:
             raise AuthenticationError(f"the API key {parsed.key_id} was revoked")
         if known.expires_at is not None and known.expires_at <= utcnow():
             raise AuthenticationError(f"the API key {parsed.key_id} expired at {known.expires_at}")
+        self._record_login(known.principal)
         return known.principal
+
+    def _record_login(self, principal: Principal) -> None:
+        """Audit a key's use once an hour at most, off the request path (it costs an fsync)."""
+        if self._audit is None:
+            return
+        now = time.monotonic()
+        with self._login_lock:
+            last = self._logins.get(principal.key_id)
+            if last is not None and now - last < LOGIN_AUDIT_SECONDS:
+                return
+            if len(self._logins) > 100_000:
+                self._logins.clear()
+            self._logins[principal.key_id] = now
+        self._audit_writer.submit(
+            record_event, self._audit, principal, "key.login", f"api key {principal.key_id}"
+        )
 
     def _load_key(self, key_id: str) -> _CachedKey | None:
         with self._db.session() as session:

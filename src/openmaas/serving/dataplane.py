@@ -73,6 +73,7 @@ class DataPlane:
         require(principal, Action.INFER)
         if self._admission is not None:
             self._admission.check_rate(principal)
+            self._admission.charge_daily(principal)
         if self._admission is not None:
             self._admission.charge_grant(
                 resolved.grant_id, resolved.grant_quota_per_day, resolved.model_id
