@@ -67,13 +67,13 @@ class Settings(BaseSettings):
     tls_cert: Path | None = Field(default=None, description="PEM certificate: serve HTTPS.")
     tls_key: Path | None = Field(default=None, description="PEM private key of tls_cert.")
     key_rate_per_second: float = Field(
-        default=200.0, gt=0, description="Sustained requests per second allowed per API key."
+        default=5000.0, gt=0, description="Sustained requests per second allowed per API key."
     )
     tenant_rate_per_second: float = Field(
-        default=1000.0, gt=0, description="Sustained requests per second allowed per tenant."
+        default=10000.0, gt=0, description="Sustained requests per second allowed per tenant."
     )
     grant_rate_per_second: float = Field(
-        default=100.0, gt=0, description="Sustained requests per second through one grant."
+        default=5000.0, gt=0, description="Sustained requests per second through one grant."
     )
     key_daily_quota: int | None = Field(
         default=None, ge=1, description="Requests per UTC day allowed per API key (unset: none)."
