@@ -439,7 +439,7 @@ class AuditLog:
                 details=draft.details,
                 prev_hash=prev_hash,
             )
-            entry = AuditEntry(
+            record = AuditRecord(
                 seq=seq,
                 at=at,
                 actor_tenant=draft.actor_tenant,
@@ -451,20 +451,8 @@ class AuditLog:
                 prev_hash=prev_hash,
                 hash=hash_,
             )
-            session.add(
-                AuditRecord(
-                    seq=seq,
-                    at=at,
-                    actor_tenant=draft.actor_tenant,
-                    actor_key_id=draft.actor_key_id,
-                    action=draft.action,
-                    target=draft.target,
-                    outcome=draft.outcome,
-                    details=dict(draft.details),
-                    prev_hash=prev_hash,
-                    hash=hash_,
-                )
-            )
+            entry = _entry(record)
+            session.add(record)
             session.flush()  # the seq primary key fails here if another writer took it
             session.add(
                 AuditCheckpoint(
