@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import itertools
 import json
 import logging
-import math
 import os
-import re
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
@@ -36,6 +33,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from openmaas.security._audit_guard import canonical_json, check_fields, clean_details
 from openmaas.security.signing import Signer, verify_signature
 from openmaas.store.db import Database
 from openmaas.store.tables import AuditCheckpoint, AuditRecord, utcnow
@@ -48,29 +46,6 @@ _log = logging.getLogger("openmaas.audit")
 _SIGNATURE_DOMAIN = "openmaas-audit-v1 "
 _CHECKPOINT_EVERY = 100
 _APPEND_ATTEMPTS = 5
-_MAX_DETAILS_BYTES = 4096
-_MAX_DETAILS_ITEMS = 50
-# An OpenMaaS API key (``om_<12-char key id>_<secret>``; see keys.py) or its prefix, as a
-# word of its own (so that ``custom_preprocessor_v2`` is not one).
-_API_KEY_PATTERN = re.compile(r"(?<![A-Za-z0-9])om_[a-z0-9]{12}_", re.IGNORECASE)
-# Words (or two adjacent words joined) of a details key that name a credential.
-_SECRET_WORDS = frozenset(
-    {
-        "apikey",
-        "apikeys",
-        "authorization",
-        "credential",
-        "credentials",
-        "passwd",
-        "password",
-        "passwords",
-        "privatekey",
-        "secret",
-        "secrets",
-        "token",
-    }
-)
-_FIELD_LIMITS = {"actor_tenant": 63, "actor_key_id": 32, "action": 50, "target": 200, "outcome": 20}
 
 
 @dataclass(frozen=True)
@@ -122,10 +97,6 @@ def _format_at(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _canonical(value: object) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
 def _record_hash(
     *,
     seq: int,
@@ -150,7 +121,7 @@ def _record_hash(
         "details": details,
         "prev_hash": prev_hash,
     }
-    return hashlib.sha256(_canonical(body).encode()).hexdigest()
+    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
 
 
 def _row_hash(row: AuditRecord) -> str | None:
@@ -191,97 +162,6 @@ def _entry(row: AuditRecord) -> AuditEntry:
     )
 
 
-# -- what may be logged ---------------------------------------------------------------------
-
-
-def _is_secret_name(name: str) -> bool:
-    """Whether a details key names a credential: ``client_secret``, ``apiKey``, ``token``."""
-    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name)
-    words = [word.lower() for word in re.split(r"[^A-Za-z0-9]+", spaced) if word]
-    joined = set(words) | {a + b for a, b in itertools.pairwise(words)}
-    return bool(joined & _SECRET_WORDS)
-
-
-def _check_text(where: str, text: str) -> None:
-    if _API_KEY_PATTERN.search(text):
-        raise ValueError(
-            f"audit {where} contains what looks like an API key ('om_...'); "
-            "log the key id (actor_key_id), never the key"
-        )
-
-
-def _check_scalar(where: str, value: object) -> None:
-    if value is None or isinstance(value, bool | int):
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"audit {where} is {value}; log only finite numbers")
-        return
-    if isinstance(value, str):
-        _check_text(where, value)
-        return
-    raise ValueError(
-        f"audit {where} is a {type(value).__name__}; details hold only JSON scalars "
-        "(str, int, float, bool, None) or short lists and dicts of them"
-    )
-
-
-def _check_key(where: str, key: object) -> None:
-    if not isinstance(key, str):
-        raise ValueError(f"audit {where} has a non-string key {key!r}")
-    _check_text(f"{where} key {key!r}", key)
-    if _is_secret_name(key):
-        raise ValueError(
-            f"audit {where} has a key {key!r} that names a credential; "
-            "never log secrets, passwords, tokens or API keys"
-        )
-
-
-def _clean_details(details: Mapping[str, object] | None) -> dict[str, Any]:
-    """A JSON copy of ``details``; ValueError if it is too big, nested or holds a secret."""
-    if details is None:
-        return {}
-    if not isinstance(details, Mapping):
-        raise ValueError(f"audit details must be a mapping, not {type(details).__name__}")
-    if len(details) > _MAX_DETAILS_ITEMS:
-        raise ValueError(f"audit details have {len(details)} keys; at most {_MAX_DETAILS_ITEMS}")
-    for key, value in details.items():
-        _check_key("details", key)
-        where = f"details[{key!r}]"
-        if isinstance(value, Mapping):
-            if len(value) > _MAX_DETAILS_ITEMS:
-                raise ValueError(f"audit {where} has more than {_MAX_DETAILS_ITEMS} keys")
-            for inner_key, inner in value.items():
-                _check_key(where, inner_key)
-                _check_scalar(f"{where}[{inner_key!r}]", inner)
-        elif isinstance(value, list):
-            if len(value) > _MAX_DETAILS_ITEMS:
-                raise ValueError(f"audit {where} has more than {_MAX_DETAILS_ITEMS} items")
-            for index, inner in enumerate(value):
-                _check_scalar(f"{where}[{index}]", inner)
-        else:
-            _check_scalar(where, value)
-    text = _canonical(details)
-    if len(text.encode()) > _MAX_DETAILS_BYTES:
-        raise ValueError(
-            f"audit details are {len(text.encode())} bytes of JSON; at most "
-            f"{_MAX_DETAILS_BYTES}: log ids and counts, not payloads"
-        )
-    cleaned: dict[str, Any] = json.loads(text)
-    return cleaned
-
-
-def _check_fields(fields: Mapping[str, str]) -> None:
-    for name, value in fields.items():
-        if not isinstance(value, str):
-            raise ValueError(f"audit {name} must be a str, not {type(value).__name__}")
-        if len(value) > _FIELD_LIMITS[name]:
-            raise ValueError(
-                f"audit {name} is {len(value)} characters; at most {_FIELD_LIMITS[name]}"
-            )
-        _check_text(name, value)
-
-
 # -- the head file --------------------------------------------------------------------------
 
 
@@ -308,7 +188,7 @@ def _read_head(path: Path) -> _Head | None:
 
 def _write_head(path: Path, head: _Head) -> None:
     """Replace ``path`` atomically with ``head`` (temp file, fsync, rename, fsync dir)."""
-    text = _canonical({"seq": head.seq, "hash": head.hash, "signature": head.signature})
+    text = canonical_json({"seq": head.seq, "hash": head.hash, "signature": head.signature})
     fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o600)
@@ -377,7 +257,7 @@ class AuditLog:
         Raises ValueError if a field is too long or ``details`` hold a payload or a secret:
         that is a bug in the caller, not bad client input.
         """
-        _check_fields(
+        check_fields(
             {
                 "actor_tenant": actor_tenant,
                 "actor_key_id": actor_key_id,
@@ -392,7 +272,7 @@ class AuditLog:
             action=action,
             target=target,
             outcome=outcome,
-            details=_clean_details(details),
+            details=clean_details(details),
         )
         with self._locked():
             for attempt in range(_APPEND_ATTEMPTS):
