@@ -17,7 +17,7 @@ from openmaas.errors import (
     VersionNotFoundError,
 )
 from openmaas.names import check_alias_name, check_model_name
-from openmaas.registry._lookup import LATEST, find_model, find_own_model, find_version, grant_for
+from openmaas.registry.lookup import LATEST, find_model, find_own_model, find_version, grant_for
 from openmaas.registry.refs import ModelRef
 from openmaas.runtimes import Signature, prepare_artifact
 from openmaas.security import envelope

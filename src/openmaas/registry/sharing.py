@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import select
 
 from openmaas.errors import NotFoundError, RequestValidationError
-from openmaas.registry._lookup import find_own_model, grant_for
+from openmaas.registry.lookup import find_own_model, grant_for
 from openmaas.registry.refs import ModelRef
 from openmaas.security.audit import AuditLog
 from openmaas.security.policy import Action, Principal, require

@@ -127,17 +127,8 @@ def _record_hash(
 def _row_hash(row: AuditRecord) -> str | None:
     """The hash ``row`` should have, or None when its contents cannot be hashed at all."""
     try:
-        return _record_hash(
-            seq=row.seq,
-            at=row.at,
-            actor_tenant=row.actor_tenant,
-            actor_key_id=row.actor_key_id,
-            action=row.action,
-            target=row.target,
-            outcome=row.outcome,
-            details=row.details,
-            prev_hash=row.prev_hash,
-        )
+        entry = _entry(row)
+        return _record_hash(**{k: v for k, v in vars(entry).items() if k != "hash"})
     except (TypeError, ValueError, AttributeError):
         return None
 

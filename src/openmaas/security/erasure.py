@@ -14,14 +14,13 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from openmaas.errors import ApiKeyNotFoundError, NotFoundError, PermissionDeniedError
-from openmaas.registry._lookup import find_own_model, find_version
+from openmaas.registry.lookup import find_own_model, find_version
 from openmaas.registry.refs import ModelRef
 from openmaas.security.audit import AuditLog
 from openmaas.security.keyring import Keyring
@@ -282,7 +281,7 @@ class Erasure:
         require(principal, Action.KEYS)
         return self.verify(receipt_id)
 
-    def verify(self, receipt_id: str, backup_dir: Path | None = None) -> ReceiptCheck:
+    def verify(self, receipt_id: str) -> ReceiptCheck:
         """Prove an erasure: signed, in an intact chain, keys gone, ciphertexts unreadable."""
         receipt = self.find_receipt(receipt_id)
         if receipt is None:
@@ -309,16 +308,12 @@ class Erasure:
         still = [d for d in receipt.destroyed_keys if d in alive]
         checks.append(("keys destroyed", not still, f"still present: {still}" if still else ""))
         for blob in receipt.blobs:
-            checks.append(self._check_blob(receipt, blob, backup_dir))
+            checks.append(self._check_blob(receipt, blob))
         return ReceiptCheck(receipt, checks)
 
-    def _check_blob(
-        self, receipt: ErasureReceipt, blob: str, backup_dir: Path | None
-    ) -> tuple[str, bool, str]:
+    def _check_blob(self, receipt: ErasureReceipt, blob: str) -> tuple[str, bool, str]:
         """A named ciphertext is gone, or every key that could open a copy of it is gone."""
         present = self._blobs.exists(blob)
-        if backup_dir is not None:
-            present = present or any(p.is_file() for p in backup_dir.rglob(blob))
         with self._db.session() as session:
             referenced = session.scalar(
                 select(func.count()).where(ModelVersion.blob_sha256 == blob)
