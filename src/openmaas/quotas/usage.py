@@ -58,25 +58,21 @@ class UsageMeter:
                 self._counts[key] = self._load(key)
             return self._counts[key]
 
-    def try_consume(self, scope: str, limit: int | None) -> bool:
-        """Count one request unless that would exceed ``limit`` today; return whether counted."""
-        key = (scope, utc_day(self._clock()))
+    def try_consume_all(self, limits: list[tuple[str, int]]) -> tuple[str, int] | None:
+        """Count one request in every scope unless one is at its daily limit; return that
+        (scope, limit), having counted nothing, or None when all were counted."""
+        day = utc_day(self._clock())
         with self._lock:
-            if key not in self._counts:
-                self._counts[key] = self._load(key)
-            if limit is not None and self._counts[key] >= limit:
-                return False
-            self._counts[key] += 1
-            self._dirty.add(key)
-            return True
-
-    def refund(self, scope: str) -> None:
-        """Take back one request counted today (it was refused by a later check)."""
-        key = (scope, utc_day(self._clock()))
-        with self._lock:
-            if self._counts.get(key, 0) > 0:
-                self._counts[key] -= 1
-                self._dirty.add(key)
+            for scope, _ in limits:
+                if (scope, day) not in self._counts:
+                    self._counts[(scope, day)] = self._load((scope, day))
+            for scope, limit in limits:
+                if self._counts[(scope, day)] >= limit:
+                    return scope, limit
+            for scope, _ in limits:
+                self._counts[(scope, day)] += 1
+                self._dirty.add((scope, day))
+        return None
 
     def flush(self) -> None:
         """Write the changed counters; drop days that are over from memory."""

@@ -72,11 +72,8 @@ class DataPlane:
         resolved = self._registry.resolve(principal, ref, version)  # 404 before 403
         require(principal, Action.INFER)
         if self._admission is not None:
-            self._admission.check_rate(principal)
-            self._admission.charge_daily(principal)
-        if self._admission is not None:
-            self._admission.charge_grant(
-                resolved.grant_id, resolved.grant_quota_per_day, resolved.model_id
+            self._admission.admit(
+                principal, resolved.grant_id, resolved.grant_quota_per_day, resolved.model_id
             )
         validate_request(resolved.signature, request)
         specs = {spec.name: spec for spec in resolved.signature.outputs}
