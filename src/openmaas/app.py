@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from openmaas._version import __version__
-from openmaas.api import manage, security, sharing, v2
+from openmaas.api import manage, metrics, security, sharing, v2
 from openmaas.api.access_log import AccessLogMiddleware
-from openmaas.api.headers import SecurityHeadersMiddleware
+from openmaas.api.fast_infer import FastInfer
+from openmaas.api.headers import (
+    SecurityHeadersMiddleware,
+    security_headers,
+    with_security_headers,
+)
 from openmaas.api.limits import BodyLimitMiddleware, JSONDepthMiddleware
-from openmaas.api.problems import PROBLEM_RESPONSES, install_problem_handlers
+from openmaas.api.problems import PROBLEM_RESPONSES, install_problem_handlers, problem_response
 from openmaas.bootstrap import Services, build_services, initialize
+from openmaas.errors import DrainingError
 from openmaas.quotas import RateLimiter
 from openmaas.settings import Settings
 
-__all__ = ["create_app"]
+__all__ = ["OpenMaaSApp", "create_app"]
 
 DESCRIPTION = (
     "Self-hostable Model-as-a-Service: publish trained models, call them over the Open "
@@ -27,13 +34,67 @@ DESCRIPTION = (
 )
 
 
-class _App(FastAPI):
-    """FastAPI with the security headers as its outermost layer, so even a 500 carries them."""
+class OpenMaaSApp(FastAPI):
+    """FastAPI behind the security headers (so even a 500 carries them) and the infer path."""
+
+    fast_infer: FastInfer | None = None
+    draining = False
+    in_flight = 0  # HTTP requests being answered now
 
     def build_middleware_stack(self) -> ASGIApp:
         pages = (self.docs_url, self.redoc_url, self.swagger_ui_oauth2_redirect_url)
         docs = [page for page in pages if page and self.openapi_url]
         return SecurityHeadersMiddleware(super().build_middleware_stack(), docs)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        if self.draining and scope["path"] not in _HEALTH:
+            await _refuse_while_draining(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            if self.fast_infer is not None and self.fast_infer.handles(scope):
+                await self.fast_infer(scope, receive, send)
+            else:
+                await super().__call__(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    async def drain(self, seconds: float) -> bool:
+        """Stop taking requests (not ready, new ones 503) and wait up to ``seconds`` for
+        the ones in flight and the engine's queued work; True if everything finished."""
+        self.state.ready = False
+        self.draining = True
+        deadline = time.monotonic() + seconds
+        engine = self.state.services.engine
+        while time.monotonic() < deadline:
+            if self.in_flight == 0 and await engine.drain(0):
+                return True
+            await asyncio.sleep(0.01)
+        return self.in_flight == 0 and await engine.drain(0)
+
+
+_HEALTH = frozenset({"/v2/health/live", "/v2/health/ready"})
+
+
+async def _refuse_while_draining(scope: Scope, receive: Receive, send: Send) -> None:
+    answer = problem_response(
+        503,
+        DrainingError.code,
+        DrainingError.title,
+        "the server is shutting down and takes no new requests; retry on another replica",
+        scope["path"],
+        {"Retry-After": "1"},
+    )
+    await answer(scope, receive, with_security_headers(send, security_headers(scope)))
+
+
+async def _load_pinned(services: Services) -> None:
+    """Start the minimum replicas of every pinned model (``min_replicas >= 1``)."""
+    for resolved in await asyncio.to_thread(services.registry.pinned):
+        await services.engine.ensure(services.dataplane.handle(resolved), resolved.deployment)
 
 
 async def _flush_usage_every_second(services: Services) -> None:
@@ -43,7 +104,7 @@ async def _flush_usage_every_second(services: Services) -> None:
         await asyncio.to_thread(services.meter.flush)
 
 
-def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, services: Services | None = None) -> OpenMaaSApp:
     """Build the app; open and initialise the data directory unless ``services`` is given."""
     settings = settings or Settings()
     if services is None:
@@ -53,16 +114,18 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.ready = True
+        services.engine.start()
+        await _load_pinned(services)
         flusher = asyncio.create_task(_flush_usage_every_second(services))
         yield
         app.state.ready = False
         flusher.cancel()
-        await services.backend.close()
+        await services.engine.close()
         services.meter.flush()
         services.db.close()
 
     docs = settings.docs_enabled  # off: no /docs, /redoc or /openapi.json (they answer 404)
-    app = _App(
+    app = OpenMaaSApp(
         title="OpenMaaS",
         version=__version__,
         description=DESCRIPTION,
@@ -73,6 +136,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         responses=PROBLEM_RESPONSES,  # every error is problem+json: say so in the schema
     )
     app.state.services = services
+    app.state.metrics = services.metrics
+    app.fast_infer = FastInfer(app, services)
     app.state.denial_audit_limiter = RateLimiter(rate=1.0, burst_seconds=5.0)
     # In-process use without a lifespan (tests with ASGITransport) is ready at once.
     app.state.ready = True
@@ -89,4 +154,5 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(sharing.router)  # before manage: its routes end in /grants
     app.include_router(security.router)
     app.include_router(manage.router)
+    app.include_router(metrics.router)
     return app

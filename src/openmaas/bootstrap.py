@@ -18,7 +18,9 @@ from openmaas.security.keywrap import load_or_create_root_key_file, parse_root_k
 from openmaas.security.members import Members
 from openmaas.security.signing import Signer
 from openmaas.serving import DataPlane
-from openmaas.serving.backends import Backend, ThreadBackend
+from openmaas.serving.backends import LocalBackend
+from openmaas.serving.engine import Engine, EngineDefaults
+from openmaas.serving.metrics import EngineMetrics
 from openmaas.settings import Settings
 from openmaas.store import Database, LocalBlobStore
 
@@ -40,7 +42,8 @@ class Services:
     registry: Registry
     sharing: Sharing
     meter: UsageMeter
-    backend: Backend
+    engine: Engine
+    metrics: EngineMetrics
     dataplane: DataPlane
     erasure: Erasure
     members: Members
@@ -88,12 +91,15 @@ def build_services(settings: Settings) -> Services:
     signer = Signer.load_or_create(settings.signing_key_file)
     audit = AuditLog(db, signer, settings.data_dir / "audit.head")
     blobs = LocalBlobStore(settings.blob_dir)
-    accounts = Accounts(db, _server_secret(settings), cache_seconds, audit)
     registry = Registry(db, blobs, keyring, cache_seconds, audit)
+    accounts = Accounts(
+        db, _server_secret(settings), cache_seconds, audit, on_tenant_change=registry.invalidate
+    )
     for problem in registry.check_storage():
         log.warning("refusing to serve %s", problem)
     sharing = Sharing(db, on_change=registry.invalidate, audit=audit)
     meter = UsageMeter(db)
+    metrics = EngineMetrics()
     burst = settings.rate_burst_seconds
     admission = Admission(
         keys=RateLimiter(settings.key_rate_per_second, burst),
@@ -103,15 +109,34 @@ def build_services(settings: Settings) -> Services:
         key_daily_quota=settings.key_daily_quota,
         tenant_daily_quota=settings.tenant_daily_quota,
     )
-    backend = ThreadBackend(settings.inference_threads, settings.model_cache_size)
-    dataplane = DataPlane(registry, backend, admission)
+    backend = LocalBackend(
+        cpu=settings.cpu_capacity,
+        memory_bytes=settings.memory_budget_bytes,
+        threads=settings.inference_threads,
+        isolation=settings.isolation,
+    )
+    defaults = EngineDefaults(
+        max_batch_size=settings.max_batch_size,
+        max_queue=settings.max_queue,
+        idle_seconds=settings.replica_idle_seconds,
+    )
+    engine = Engine(backend, defaults, metrics)
+    dataplane = DataPlane(registry, engine, admission, settings.request_timeout_seconds, metrics)
 
     def after_erasure(blob_keys: list[str]) -> None:
-        backend.evict(blob_keys)
+        engine.forget(blob_keys)
         registry.invalidate()
         accounts.invalidate()
 
-    erasure = Erasure(db, blobs, keyring, audit, signer, on_erased=after_erasure)
+    erasure = Erasure(
+        db,
+        blobs,
+        keyring,
+        audit,
+        signer,
+        on_erased=after_erasure,
+        before_erase=accounts.flush_audit,
+    )
     return Services(
         settings,
         db,
@@ -122,7 +147,8 @@ def build_services(settings: Settings) -> Services:
         registry,
         sharing,
         meter,
-        backend,
+        engine,
+        metrics,
         dataplane,
         erasure,
         Members(db, audit),

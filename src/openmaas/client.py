@@ -144,8 +144,15 @@ class Client:
         return result
 
     def list_tenants(self) -> list[dict[str, Any]]:
-        """Tenants this key may see."""
+        """Tenants this key may see, with their weights."""
         result: list[dict[str, Any]] = self._call("GET", "/api/v1/tenants")
+        return result
+
+    def set_tenant_weight(self, name: str, weight: float) -> dict[str, Any]:
+        """Set a tenant's fair-share weight in every model queue (platform admins)."""
+        result: dict[str, Any] = self._call(
+            "PATCH", f"/api/v1/tenants/{quote(name)}", json={"weight": weight}
+        )
         return result
 
     def create_key(
@@ -281,12 +288,20 @@ class Client:
         result: dict[str, Any] = self._call("PATCH", f"/api/v1/models/{quote(model)}", json=body)
         return result
 
-    def share(self, model: str, tenant: str, *, quota_per_day: int | None = None) -> dict[str, Any]:
-        """Let ``tenant`` call ``model`` (optionally at most ``quota_per_day`` requests a day)."""
+    def share(
+        self,
+        model: str,
+        tenant: str,
+        *,
+        quota_per_day: int | None = None,
+        weight: float | None = None,
+    ) -> dict[str, Any]:
+        """Let ``tenant`` call ``model``: at most ``quota_per_day`` requests a day if given,
+        at fair-share ``weight`` on this model if given (else the tenant's own weight)."""
         result: dict[str, Any] = self._call(
             "POST",
             f"/api/v1/models/{quote(model)}/grants",
-            json={"tenant": tenant, "quota_per_day": quota_per_day},
+            json={"tenant": tenant, "quota_per_day": quota_per_day, "weight": weight},
         )
         return result
 
@@ -298,6 +313,22 @@ class Client:
     def grants(self, model: str) -> list[dict[str, Any]]:
         """The tenants ``model`` is shared with."""
         result: list[dict[str, Any]] = self._call("GET", f"/api/v1/models/{quote(model)}/grants")
+        return result
+
+    def get_deployment(self, model: str) -> dict[str, Any]:
+        """How ``model`` is served: replicas, batching, queue, resources, isolation."""
+        result: dict[str, Any] = self._call("GET", f"/api/v1/models/{quote(model)}/deployment")
+        return result
+
+    def set_deployment(self, model: str, **fields: Any) -> dict[str, Any]:
+        """Replace how ``model`` is served (``min_replicas=1``, ``max_batch_size=16``, ...).
+
+        Fields not given take the server's defaults; to change one field and keep the others,
+        pass ``**{**client.get_deployment(model), "max_queue": 64}``.
+        """
+        result: dict[str, Any] = self._call(
+            "PUT", f"/api/v1/models/{quote(model)}/deployment", json=fields
+        )
         return result
 
     # -- inference ------------------------------------------------------------------------

@@ -46,6 +46,8 @@ __all__ = [
     "ConflictError",
     "DataLengthMismatchError",
     "DatatypeMismatchError",
+    "DeadlineExceededError",
+    "DrainingError",
     "InferenceError",
     "InvalidApiKeyFormatError",
     "InvalidArtifactError",
@@ -57,6 +59,7 @@ __all__ = [
     "ModelNotFoundError",
     "NotFoundError",
     "OpenMaaSError",
+    "OverloadedError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "QuotaExceededError",
@@ -64,11 +67,13 @@ __all__ = [
     "RequestValidationError",
     "ServiceUnavailableError",
     "ShapeMismatchError",
+    "TenantOverShareError",
     "TensorTooLargeError",
     "UnknownInputError",
     "UnknownOutputError",
     "UnsafeArtifactError",
     "VersionNotFoundError",
+    "WorkerUnavailableError",
     "all_error_classes",
     "error_class_for_code",
 ]
@@ -220,16 +225,20 @@ class PayloadTooLargeError(OpenMaaSError):
     title = "The request body is too large"
 
 
-class RateLimitedError(OpenMaaSError):
-    status = 429
-    code = "rate_limited"
-    title = "Too many requests"
+class _RetryableError(OpenMaaSError):
+    """An error the client should retry after ``retry_after`` seconds (``Retry-After``)."""
 
     def __init__(
         self, detail: str = "", *, retry_after: float = 1.0, field: str | None = None
     ) -> None:
         super().__init__(detail, field=field)
         self.retry_after = retry_after
+
+
+class RateLimitedError(_RetryableError):
+    status = 429
+    code = "rate_limited"
+    title = "Too many requests"
 
 
 class QuotaExceededError(RateLimitedError):
@@ -242,10 +251,36 @@ class InferenceError(OpenMaaSError):
     title = "The model failed to run"
 
 
-class ServiceUnavailableError(OpenMaaSError):
+class TenantOverShareError(RateLimitedError):
+    code = "over_share"
+    title = "The tenant is over its share of the model"
+
+
+class ServiceUnavailableError(_RetryableError):
     status = 503
     code = "service_unavailable"
     title = "The service is not ready"
+
+
+class OverloadedError(ServiceUnavailableError):
+    code = "overloaded"
+    title = "The model is overloaded"
+
+
+class DrainingError(ServiceUnavailableError):
+    code = "draining"
+    title = "The server is shutting down"
+
+
+class WorkerUnavailableError(ServiceUnavailableError):
+    code = "worker_unavailable"
+    title = "The worker running the model stopped"
+
+
+class DeadlineExceededError(OpenMaaSError):
+    status = 504
+    code = "deadline_exceeded"
+    title = "The request's deadline passed"
 
 
 def all_error_classes() -> list[type[OpenMaaSError]]:
@@ -254,7 +289,8 @@ def all_error_classes() -> list[type[OpenMaaSError]]:
     pending: list[type[OpenMaaSError]] = [OpenMaaSError]
     while pending:
         for sub in pending.pop(0).__subclasses__():
-            found.append(sub)
+            if not sub.__name__.startswith("_"):  # private bases carry no code of their own
+                found.append(sub)
             pending.append(sub)
     return found
 

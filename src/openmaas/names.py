@@ -19,7 +19,7 @@ _NAME = re.compile(NAME_PATTERN)
 # Path words of the model routes; a model or tenant named like them would be ambiguous
 # (``/api/v1/models/t/grants`` lists the grants of model ``t``, never shows model ``t/grants``).
 RESERVED_NAMES = frozenset(
-    {"versions", "ready", "infer", "explain", "metadata", "health", "grants"}
+    {"versions", "ready", "infer", "explain", "metadata", "health", "grants", "deployment"}
 )
 
 

@@ -13,6 +13,10 @@ __all__ = ["Settings"]
 MiB = 1024 * 1024
 
 
+def _physical_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 class Settings(BaseSettings):
     """Every knob of the server. Each field is documented in the README's settings table."""
 
@@ -42,8 +46,45 @@ class Settings(BaseSettings):
         ge=1,
         description="Threads that run model inference (never the event loop).",
     )
-    model_cache_size: int = Field(
-        default=16, ge=1, description="Most model versions kept loaded in memory (LRU)."
+    memory_budget_bytes: int = Field(
+        default_factory=lambda: _physical_memory() // 2,
+        ge=0,
+        description="Memory loaded model replicas may use in all; idle models are evicted "
+        "least recently used first to make room.",
+    )
+    cpu_capacity: float = Field(
+        default_factory=lambda: float(os.cpu_count() or 1),
+        gt=0,
+        description="Cores that model replicas may reserve in all (each asks for its "
+        "deployment's cpu).",
+    )
+    max_batch_size: int = Field(
+        default=32, ge=1, le=4096, description="Default most rows merged into one batch."
+    )
+    max_queue: int = Field(
+        default=256, ge=1, description="Default most requests waiting per model version."
+    )
+    request_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Default deadline of an inference (queueing and running); a request "
+        "may ask for less with X-Request-Timeout or the `timeout` parameter.",
+    )
+    replica_idle_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="Default idle time after which a replica stops (down to min_replicas).",
+    )
+    drain_timeout_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="On SIGTERM, how long in-flight requests may take before a forced exit.",
+    )
+    isolation: str = Field(
+        default="auto",
+        pattern="^(auto|process)$",
+        description="auto: ONNX models run in the server process, others in worker "
+        "processes; process: every model runs in a worker process.",
     )
     metadata_cache_seconds: float = Field(
         default=2.0,

@@ -122,6 +122,14 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route("tenant-list", "GET", "/api/v1/tenants", "/api/v1/tenants", None),
     Route(
+        "tenant-weight",
+        "PATCH",
+        "/api/v1/tenants/{name}",
+        f"/api/v1/tenants/{OWN}",
+        Action.ADMIN,
+        json={"weight": 2.0},
+    ),
+    Route(
         "key-create",
         "POST",
         "/api/v1/keys",
@@ -187,6 +195,23 @@ ROUTES: tuple[Route, ...] = (
         Action.MODELS_WRITE,
         foreign=True,
         json={"description": "d{n}"},
+    ),
+    Route(
+        "deployment-show",
+        "GET",
+        f"{_M}/deployment",
+        "/api/v1/models/{model}/deployment",
+        Action.MODELS_READ,
+        foreign=True,
+    ),
+    Route(
+        "deployment-set",
+        "PUT",
+        f"{_M}/deployment",
+        "/api/v1/models/{model}/deployment",
+        Action.MODELS_WRITE,
+        foreign=True,
+        json={"max_queue": 64, "max_batch_size": 8},
     ),
     # -- sharing ---------------------------------------------------------------------------
     Route(

@@ -106,6 +106,10 @@ def _obey_runtime_rules(case: schemathesis.Case) -> None:
     elif label == "POST /api/v1/models/{model_id}/grants" and isinstance(body, dict):
         if body.get("tenant") == "admin":  # another tenant: one's own may always call
             body["tenant"] = "someone-else"
+    elif label == "PUT /api/v1/models/{model_id}/deployment" and isinstance(body, dict):
+        least = max(1, body.get("min_replicas") or 0)  # max_replicas >= min_replicas
+        if (body.get("max_replicas") or 1) < least:
+            body["max_replicas"] = least
     elif label == "POST /v2/models/{model_path}" and isinstance(body, dict):
         for tensor in body.get("inputs", []):
             _fill_tensor(tensor)

@@ -165,3 +165,60 @@ def test_share_erase_and_audit_with_the_cli(server: LiveServer, tmp_path: Path) 
     listing = run("audit", "list", "--limit", "1000").stdout
     assert "model.share" in listing
     assert "erase" in listing
+
+
+def test_deploy_weights_and_weighted_shares_with_the_cli(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    model_file = tmp_path / "d.onnx"
+    model_file.write_bytes(scale_model(2.0))
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return openmaas(*args, key=server.admin_key, url=server.url)
+
+    assert run("models", "publish", str(model_file), "--name", "cli-deployed").returncode == 0
+    shown = run("models", "deploy", "admin/cli-deployed")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["max_replicas"] == 1
+    deployed = run(
+        "models", "deploy", "admin/cli-deployed",
+        "--min-replicas", "1", "--max-replicas", "2", "--max-batch-size", "16",
+        "--max-queue", "64", "--cpu", "1", "--memory-bytes", "1048576", "--gpu", "0",
+        "--idle-seconds", "60", "--isolation", "process",
+    )  # fmt: skip
+    assert deployed.returncode == 0, deployed.stderr
+    wanted = {
+        "min_replicas": 1,
+        "max_replicas": 2,
+        "max_batch_size": 16,
+        "max_queue": 64,
+        "cpu": 1.0,
+        "memory_bytes": 1048576,
+        "gpu": 0,
+        "idle_seconds": 60.0,
+        "isolation": "process",
+    }
+    assert json.loads(deployed.stdout) == wanted
+    kept = run("models", "deploy", "admin/cli-deployed", "--max-queue", "8")  # others are kept
+    assert json.loads(kept.stdout) == {**wanted, "max_queue": 8}
+    assert json.loads(run("models", "deploy", "admin/cli-deployed").stdout)["max_queue"] == 8
+    reset = json.loads(run("models", "deploy", "admin/cli-deployed", "--reset").stdout)
+    assert (reset["min_replicas"], reset["max_queue"], reset["isolation"]) == (0, None, "auto")
+    invalid = run("models", "deploy", "admin/cli-deployed", "--min-replicas", "3")
+    assert invalid.returncode == 1
+    assert "validation_error" in invalid.stderr
+    assert "max_replicas" in invalid.stderr
+
+    assert run("tenants", "create", "cli-weighted").returncode == 0
+    weighted = run("tenants", "weight", "cli-weighted", "2.5")
+    assert weighted.returncode == 0, weighted.stderr
+    assert "weight 2.5" in weighted.stdout
+    row = next(x for x in run("tenants", "list").stdout.splitlines() if "cli-weighted" in x)
+    assert row.split() == ["cli-weighted", "2.5"]
+    assert run("tenants", "weight", "cli-weighted", "0").returncode == 1
+    shared = run("models", "share", "admin/cli-deployed", "--with", "cli-weighted", "--weight", "3")
+    assert shared.returncode == 0, shared.stderr
+    assert "at weight 3" in shared.stdout
+    grants = run("models", "grants", "admin/cli-deployed").stdout.splitlines()
+    grant = next(x for x in grants if x.startswith("cli-weighted"))
+    assert grant.split() == ["cli-weighted", "unlimited", "3"]

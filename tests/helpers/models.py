@@ -81,3 +81,38 @@ def breast_cancer_rows(count: int = 4) -> np.ndarray:
     from sklearn.datasets import load_breast_cancer
 
     return load_breast_cancer().data[:count].astype(np.float32)
+
+
+def slow_model(width: int = 1024, layers: int = 8) -> bytes:
+    """``y = x @ W @ W ...`` (``layers`` MatMuls of ``width``²) on FP32 [N, 4]: each row
+    costs about ``2 * layers * width²`` flops, so tests can keep a replica busy; ``y``
+    holds the row sums, so answers stay checkable."""
+    rng = np.random.default_rng(0)
+    widen = helper.make_tensor("widen", TensorProto.FLOAT, [4, width], np.ones((4, width)).ravel())
+    square = rng.standard_normal((width, width)).astype(np.float32) / width
+    nodes = [helper.make_node("MatMul", ["x", "widen"], ["h0"])]
+    initializers = [
+        widen,
+        helper.make_tensor("w", TensorProto.FLOAT, [width, width], square.ravel()),
+    ]
+    for layer in range(layers):
+        nodes.append(helper.make_node("MatMul", [f"h{layer}", "w"], [f"h{layer + 1}"]))
+    nodes.append(helper.make_node("Mul", [f"h{layers}", "zero"], ["z"]))
+    nodes.append(helper.make_node("ReduceSum", ["x", "axes"], ["s"], keepdims=1))
+    nodes.append(helper.make_node("ReduceSum", ["z", "axes"], ["zs"], keepdims=1))
+    nodes.append(helper.make_node("Add", ["s", "zs"], ["y"]))
+    initializers += [
+        helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0]),
+        helper.make_tensor("axes", TensorProto.INT64, [1], [1]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1])],
+        initializer=initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()

@@ -47,12 +47,19 @@ def server_env(**extra: str) -> dict[str, str]:
 
 @contextmanager
 def live_server(
-    data_dir: Path, demo_models: bool = True, timeout: float = 120.0
+    data_dir: Path,
+    demo_models: bool = True,
+    timeout: float = 120.0,
+    env: dict[str, str] | None = None,
 ) -> Iterator[LiveServer]:
     """Run ``openmaas serve`` until the block ends; stop it by its PID."""
     port = free_port()
     log_file = data_dir.parent / f"server-{port}.log"
-    env = server_env(OPENMAAS_DEMO_MODELS=str(demo_models).lower(), OPENMAAS_INFERENCE_THREADS="2")
+    env = server_env(
+        OPENMAAS_DEMO_MODELS=str(demo_models).lower(),
+        OPENMAAS_INFERENCE_THREADS="2",
+        **(env or {}),
+    )
     started = time.monotonic()
     with log_file.open("wb") as log:
         process = subprocess.Popen(

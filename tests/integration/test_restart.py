@@ -1,4 +1,4 @@
-"""A data directory survives restarts: same admin key, same models, no second bootstrap."""
+"""A data directory survives restarts: same admin key, models and deployments, no bootstrap."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ def test_restart_keeps_keys_and_models(tmp_path: Path) -> None:
         Client(first.url, first.admin_key) as client,
     ):
         client.publish(scale_model(4.0), "persisted")
+        deployment = client.set_deployment("admin/persisted", min_replicas=1, max_batch_size=8)
         consumer = client.create_key(role="consumer")["api_key"]
     with live_server(data_dir, demo_models=False) as second:
         assert second.admin_key == first.admin_key
@@ -26,3 +27,4 @@ def test_restart_keeps_keys_and_models(tmp_path: Path) -> None:
             result = client.infer("admin/persisted", {"x": np.ones((2, 4), np.float32)})
             np.testing.assert_array_equal(result["y"], np.full((2, 4), 4.0))
             assert client.get_model("admin/persisted")["summary"]["latest_version"] == 1
+            assert client.get_deployment("admin/persisted") == deployment

@@ -25,7 +25,7 @@ def test_defaults() -> None:
     assert settings.database_url is None
     assert settings.host == "127.0.0.1"
     assert settings.port == 8000
-    assert settings.model_cache_size == 16
+    assert settings.max_queue == 256
     assert settings.metadata_cache_seconds == 2.0
     assert settings.demo_models is True
     assert settings.inference_threads >= 1
@@ -35,13 +35,13 @@ def test_environment_prefix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     monkeypatch.setenv("OPENMAAS_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("OPENMAAS_PORT", "9123")
     monkeypatch.setenv("OPENMAAS_DEMO_MODELS", "false")
-    monkeypatch.setenv("OPENMAAS_MODEL_CACHE_SIZE", "3")
+    monkeypatch.setenv("OPENMAAS_MAX_QUEUE", "3")
     monkeypatch.setenv("OPENMAAS_METADATA_CACHE_SECONDS", "0")
     settings = Settings()
     assert settings.data_dir == tmp_path
     assert settings.port == 9123
     assert settings.demo_models is False
-    assert settings.model_cache_size == 3
+    assert settings.max_queue == 3
     assert settings.metadata_cache_seconds == 0
 
 

@@ -14,9 +14,12 @@ from typing import Any
 from openmaas.names import NAME_PATTERN, RESERVED_NAMES
 from openmaas.registry import VISIBILITIES
 from openmaas.security import ROLES, Action
+from openmaas.serving.deployment import ISOLATIONS
+from openmaas.weights import MAX_WEIGHT
 
 __all__ = [
     "ALIAS",
+    "DEPLOYMENT",
     "FORMAT",
     "MAX_SAFE_INTEGER",
     "MEMBER_NAME",
@@ -26,6 +29,7 @@ __all__ = [
     "ROLE",
     "SCOPES",
     "VISIBILITY",
+    "WEIGHT",
     "one_of",
     "query",
 ]
@@ -56,6 +60,19 @@ MEMBER_NAME: dict[str, Any] = {"minLength": 1, "pattern": r"\S"}  # not blank
 # ``None`` stays allowed in a JSON body, where it means "leave as is"; see ``query``.
 VISIBILITY: dict[str, Any] = {"enum": [*VISIBILITIES, None]}
 FORMAT: dict[str, Any] = {"enum": ["onnx"]}  # runtimes.base.prepare_artifact
+WEIGHT: dict[str, Any] = {"exclusiveMinimum": 0, "maximum": MAX_WEIGHT}  # weights.check_weight
+# The field rules of serving.deployment.Deployment (beside them: max_replicas >= min_replicas).
+DEPLOYMENT: dict[str, dict[str, Any]] = {
+    "min_replicas": {"minimum": 0},
+    "max_replicas": {"minimum": 1},
+    "max_batch_size": {"minimum": 1, "maximum": 4096},
+    "max_queue": {"minimum": 1, "maximum": 100_000},
+    "cpu": {"exclusiveMinimum": 0, "maximum": 1024},
+    "memory_bytes": {"minimum": 0},
+    "gpu": {"minimum": 0},
+    "idle_seconds": {"minimum": 0},
+    "isolation": {"enum": [*ISOLATIONS, None]},
+}
 
 
 def one_of(*fields: str, only_with: dict[str, str]) -> dict[str, Any]:

@@ -15,7 +15,13 @@ from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["API_POLICY", "DOCS_POLICY", "SecurityHeadersMiddleware"]
+__all__ = [
+    "API_POLICY",
+    "DOCS_POLICY",
+    "SecurityHeadersMiddleware",
+    "security_headers",
+    "with_security_headers",
+]
 
 API_POLICY = "default-src 'none'; frame-ancestors 'none'"
 DOCS_POLICY = (
@@ -35,6 +41,7 @@ _COMMON = (
     (b"referrer-policy", b"no-referrer"),
     (b"cache-control", b"no-store"),
 )
+_API_HEADERS = (*_COMMON, (b"content-security-policy", API_POLICY.encode()))
 
 
 class SecurityHeadersMiddleware:
@@ -44,25 +51,34 @@ class SecurityHeadersMiddleware:
         self.app = app
         self.docs_paths = frozenset(docs_paths)
 
-    def _headers_for(self, scope: Scope) -> list[tuple[bytes, bytes]]:
-        policy = DOCS_POLICY if scope["path"] in self.docs_paths else API_POLICY
-        headers = [*_COMMON, (b"content-security-policy", policy.encode())]
-        if scope.get("scheme") == "https":
-            headers.append((b"strict-transport-security", HSTS.encode()))
-        return headers
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = self._headers_for(scope)
+        docs = scope["path"] in self.docs_paths
+        await self.app(scope, receive, with_security_headers(send, security_headers(scope, docs)))
 
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                present = {name.lower() for name, _ in headers}
-                headers.extend((name, value) for name, value in extra if name not in present)
-                message = {**message, "headers": headers}
-            await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+def security_headers(scope: Scope, docs: bool = False) -> list[tuple[bytes, bytes]]:
+    """The headers every response to ``scope`` carries (``docs``: the docs pages' policy)."""
+    if docs:
+        headers = [*_COMMON, (b"content-security-policy", DOCS_POLICY.encode())]
+    else:
+        headers = list(_API_HEADERS)
+    if scope.get("scheme") == "https":
+        headers.append((b"strict-transport-security", HSTS.encode()))
+    return headers
+
+
+def with_security_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
+    """``send`` that adds ``extra`` to the response start, keeping headers the app set."""
+
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            present = {name.lower() for name, _ in headers}
+            headers.extend((name, value) for name, value in extra if name not in present)
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return send_with_headers

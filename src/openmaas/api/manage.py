@@ -1,4 +1,4 @@
-"""Management API ``/api/v1``: tenants, API keys, models, versions and aliases."""
+"""Management API ``/api/v1``: tenants, API keys, models, versions, aliases, deployments."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 from starlette.concurrency import run_in_threadpool
 
 from openmaas.api import _fields
@@ -16,6 +17,7 @@ from openmaas.api.deps import CurrentPrincipal, ServicesDep
 from openmaas.errors import PermissionDeniedError
 from openmaas.registry import ModelDetail, ModelRef, ModelSummary, VersionInfo
 from openmaas.security import ApiKeyInfo, TenantInfo
+from openmaas.serving.deployment import Deployment
 
 __all__ = ["router"]
 
@@ -31,6 +33,15 @@ class TenantCreate(_Body):
     name: str = Field(
         description="Tenant name: lowercase letters, digits, '.', '_', '-'.",
         json_schema_extra=_fields.NAME,
+    )
+
+
+class TenantUpdate(_Body):
+    weight: float = Field(
+        strict=True,
+        allow_inf_nan=False,
+        description="Fair-share weight in every model queue (default 1; 2 gets twice the share).",
+        json_schema_extra=_fields.WEIGHT,
     )
 
 
@@ -59,6 +70,48 @@ class ModelUpdate(_Body):
 
 class AliasSet(_Body):
     version: int = Field(ge=1, description="The version the alias points at.")
+
+
+def _setting(name: str, description: str) -> Any:
+    """An optional DeploymentSet field; the schema states Deployment's rule for it."""
+    return Field(default=None, description=description, json_schema_extra=_fields.DEPLOYMENT[name])
+
+
+def _json_integer(value: object) -> object:
+    """What JSON Schema calls an integer: 3 or 3.0, never true or "3"."""
+    if isinstance(value, bool | str):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+_Count = Annotated[int, Field(le=_fields.MAX_SAFE_INTEGER), BeforeValidator(_json_integer)]
+_Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]  # true is not 1.0
+
+
+class DeploymentSet(_Body):
+    """How a model is served; a field left out (or null) takes the server's default."""
+
+    min_replicas: _Count | None = _setting(
+        "min_replicas", "Replicas always loaded; 1 or more pins the model (loaded at start)."
+    )
+    max_replicas: _Count | None = _setting("max_replicas", "Most replicas under load (1).")
+    max_batch_size: _Count | None = _setting("max_batch_size", "Most rows in one batch.")
+    max_queue: _Count | None = _setting("max_queue", "Most requests waiting.")
+    cpu: _Number | None = _setting("cpu", "Cores reserved per replica (1).")
+    memory_bytes: _Count | None = _setting(
+        "memory_bytes", "Memory per replica; measured after load if unset."
+    )
+    gpu: _Count | None = _setting("gpu", "GPUs per replica (0).")
+    idle_seconds: _Number | None = _setting(
+        "idle_seconds", "Idle time after which replicas stop, down to min_replicas."
+    )
+    isolation: str | None = _setting(
+        "isolation", "auto, inline (in the server process) or process (in a worker)."
+    )
+
+    def deployment(self) -> Deployment:
+        """The Deployment; its own checks answer 422 on invalid values."""
+        return Deployment(**self.model_dump(exclude_none=True))
 
 
 class CreatedTenant(BaseModel):
@@ -93,6 +146,13 @@ def create_tenant(
 @router.get("/tenants", summary="List tenants")
 def list_tenants(principal: CurrentPrincipal, services: ServicesDep) -> list[TenantInfo]:
     return services.accounts.list_tenants(principal)
+
+
+@router.patch("/tenants/{name}", summary="Set a tenant's fair-share weight (platform admins)")
+def update_tenant(
+    name: str, body: TenantUpdate, principal: CurrentPrincipal, services: ServicesDep
+) -> TenantInfo:
+    return services.accounts.set_tenant_weight(principal, name, body.weight)
 
 
 @router.post("/keys", status_code=201, summary="Create an API key in the caller's tenant")
@@ -192,6 +252,29 @@ def set_alias(
     services: ServicesDep,
 ) -> ModelDetail:
     return services.registry.set_alias(principal, ModelRef.parse(model_id), alias, body.version)
+
+
+@router.get("/models/{model_id:path}/deployment", summary="How a model is served")
+def get_deployment(
+    model_id: ModelIdPath, principal: CurrentPrincipal, services: ServicesDep
+) -> Deployment:
+    return services.registry.get_deployment(principal, ModelRef.parse(model_id))
+
+
+@router.put(
+    "/models/{model_id:path}/deployment",
+    summary="Set how a model is served: replicas, batching, queue, resources, isolation",
+)
+async def set_deployment(
+    model_id: ModelIdPath, body: DeploymentSet, principal: CurrentPrincipal, services: ServicesDep
+) -> Deployment:
+    ref = ModelRef.parse(model_id)
+    registry = services.registry
+    deployment = await run_in_threadpool(registry.set_deployment, principal, ref, body.deployment())
+    if deployment.min_replicas:  # pinned: load it now, not on its first request
+        resolved = await run_in_threadpool(registry.resolve, principal, ref)
+        services.engine.deploy(services.dataplane.handle(resolved), resolved.deployment)
+    return deployment
 
 
 @router.get("/models/{model_id:path}", summary="A model with its versions, aliases and card")

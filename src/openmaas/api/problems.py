@@ -16,9 +16,21 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from openmaas.errors import MethodNotAllowedError, OpenMaaSError, RateLimitedError
+from openmaas.errors import (
+    MethodNotAllowedError,
+    OpenMaaSError,
+    RateLimitedError,
+    ServiceUnavailableError,
+)
 
-__all__ = ["PROBLEM_RESPONSES", "Problem", "install_problem_handlers", "problem_response"]
+__all__ = [
+    "PROBLEM_RESPONSES",
+    "Problem",
+    "install_problem_handlers",
+    "openmaas_error_response",
+    "problem_response",
+    "unexpected_error_response",
+]
 
 log = logging.getLogger("openmaas.api")
 PROBLEM_JSON = "application/problem+json"
@@ -110,14 +122,15 @@ def _key_id_of(request: Request) -> str:
     return key_id if key_id.isalnum() else "-"
 
 
-async def _openmaas_error(request: Request, exc: Exception) -> JSONResponse:
+async def openmaas_error_response(request: Request, exc: Exception) -> JSONResponse:
+    """The problem+json answer to an OpenMaaSError (auditing refused keys and rights)."""
     assert isinstance(exc, OpenMaaSError)  # noqa: S101 - registered for this type only
     if exc.status in (401, 403):
         await _audit_denial(request, exc)
     if exc.status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc.detail)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    if isinstance(exc, RateLimitedError):
+    if isinstance(exc, RateLimitedError | ServiceUnavailableError):
         headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
     if isinstance(exc, MethodNotAllowedError) and exc.allow:
         headers = {"Allow": exc.allow}
@@ -169,7 +182,8 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(allowed)
 
 
-async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+async def unexpected_error_response(request: Request, exc: Exception) -> JSONResponse:
+    """A 500 problem+json with a request id that the log line also carries."""
     request_id = uuid.uuid4().hex
     log.exception("unexpected error, request id %s", request_id, exc_info=exc)
     return problem_response(
@@ -184,7 +198,7 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 def install_problem_handlers(app: FastAPI) -> None:
     """Make every error path of ``app`` answer problem+json."""
-    app.add_exception_handler(OpenMaaSError, _openmaas_error)
+    app.add_exception_handler(OpenMaaSError, openmaas_error_response)
     app.add_exception_handler(FastAPIValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected_error)
+    app.add_exception_handler(Exception, unexpected_error_response)

@@ -24,6 +24,13 @@ class GrantCreate(BaseModel):
     quota_per_day: int | None = Field(
         default=None, ge=1, le=_fields.MAX_SAFE_INTEGER, description="Requests a UTC day."
     )
+    weight: float | None = Field(
+        default=None,
+        strict=True,
+        allow_inf_nan=False,
+        description="The tenant's fair-share weight on this model; null: its tenant weight.",
+        json_schema_extra=_fields.WEIGHT,
+    )
 
 
 @router.post(
@@ -33,7 +40,7 @@ def share(
     model_id: ModelIdPath, body: GrantCreate, principal: CurrentPrincipal, services: ServicesDep
 ) -> GrantInfo:
     return services.sharing.share(
-        principal, ModelRef.parse(model_id), body.tenant, body.quota_per_day
+        principal, ModelRef.parse(model_id), body.tenant, body.quota_per_day, body.weight
     )
 
 

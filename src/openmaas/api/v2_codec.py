@@ -18,6 +18,7 @@ import struct
 from typing import Any
 
 import numpy as np
+import orjson
 
 from openmaas.errors import (
     BadRequestError,
@@ -83,8 +84,10 @@ def parse_json(body: bytes, *, max_depth: int) -> Any:
     """Parse a JSON body (at most ``max_depth`` levels deep) or raise saying what is wrong."""
     check_json_depth(body, max_depth)
     try:
-        return json.loads(body)
-    except json.JSONDecodeError as exc:
+        encoding = json.detect_encoding(body)
+        # orjson reads UTF-8 only; the standard allows UTF-16/32 too (and a BOM).
+        return orjson.loads(body if encoding == "utf-8" else body.decode(encoding))
+    except orjson.JSONDecodeError as exc:
         raise MalformedJSONError(
             f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from exc
@@ -99,6 +102,12 @@ def _object(value: Any, where: str) -> dict[str, Any]:
 
 
 def _shape(value: Any, where: str) -> tuple[int, ...]:
+    if isinstance(value, list):
+        # The parser reads integers beyond 64 bits as floats: they are absurd sizes, which
+        # the element check refuses as too large.
+        value = [
+            int(d) if isinstance(d, float) and d.is_integer() and d > _MAX_DIM else d for d in value
+        ]
     if not isinstance(value, list) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value
     ):
@@ -205,8 +214,35 @@ def _typed_array(datatype: str, data: Any, where: str) -> np.ndarray:
         ) from exc
 
 
-def _json_array(datatype: str, shape: tuple[int, ...], data: Any, where: str) -> np.ndarray:
+_FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
+
+
+def _flat_floats(datatype: str, data: list[Any], where: str) -> np.ndarray | None:
+    """A flat list of JSON numbers as a float array, converted in C; None if it is not one
+    (nested, strings, nulls: the strict path then says what is wrong)."""
+    try:
+        wide = np.fromiter(data, np.float64, len(data))
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if datatype == "FP64":
+        return wide
+    with np.errstate(over="ignore"):
+        narrow = wide.astype(DATATYPES[datatype])
+    if not np.isfinite(narrow).all():  # JSON has no infinities: these overflowed
+        raise InvalidInputError(
+            f"{where}.data has values too large for {datatype}", field=f"{where}.data"
+        )
+    return narrow
+
+
+def _json_array(
+    datatype: str, shape: tuple[int, ...], data: Any, where: str, fast: bool = False
+) -> np.ndarray:
     expected = math.prod(shape)
+    if fast and datatype in _FLOAT_TYPES and type(data) is list and len(data) == expected:
+        floats = _flat_floats(datatype, data, where)
+        if floats is not None:
+            return floats.reshape(shape)
     if datatype == "BYTES":
         flat = _flatten_strings(data, where)
         array = np.empty(len(flat), dtype=object)
@@ -256,7 +292,7 @@ def _binary_array(datatype: str, shape: tuple[int, ...], raw: bytes, where: str)
 
 
 def _decode_input(
-    item: Any, index: int, binary: memoryview, offset: int, max_elements: int
+    item: Any, index: int, binary: memoryview, offset: int, max_elements: int, fast: bool
 ) -> tuple[Tensor, int]:
     where = f"inputs[{index}]"
     spec = _object(item, where)
@@ -289,7 +325,8 @@ def _decode_input(
         raise BadRequestError(
             f"{where} has no 'data' (and no binary_data_size parameter)", field=f"{where}.data"
         )
-    return Tensor(name, datatype, shape, _json_array(datatype, shape, spec["data"], where)), 0
+    array = _json_array(datatype, shape, spec["data"], where, fast)
+    return Tensor(name, datatype, shape, array), 0
 
 
 def decode_request(
@@ -307,7 +344,11 @@ def decode_request(
             field="Inference-Header-Content-Length",
         )
     split = len(body) if header_length is None else header_length
-    document = _object(parse_json(body[:split], max_depth=max_depth), "body")
+    header = body[:split]
+    document = _object(parse_json(header, max_depth=max_depth), "body")
+    # Float data converts in one C loop unless a boolean (which it would take as 0/1) may
+    # be in it; the strict path refuses those.
+    fast = b"true" not in header and b"false" not in header
     binary = memoryview(body)[split:]
     raw_inputs = document.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
@@ -319,7 +360,7 @@ def decode_request(
     inputs: list[Tensor] = []
     offset = 0
     for index, item in enumerate(raw_inputs):
-        tensor, used = _decode_input(item, index, binary, offset, max_elements)
+        tensor, used = _decode_input(item, index, binary, offset, max_elements, fast)
         inputs.append(tensor)
         offset += used
     if offset != len(binary):
@@ -401,7 +442,7 @@ def encode_response(
         document["id"] = response.id
     if response.parameters:
         document["parameters"] = response.parameters
-    header = json.dumps(document, separators=(",", ":")).encode()
+    header = orjson.dumps(document)
     if not chunks:
         return header, None
     return header + b"".join(chunks), len(header)

@@ -16,7 +16,7 @@ from openmaas.cli._base import _Context, _settings, cli, pass_ctx
 
 @cli.group()
 def tenants() -> None:
-    """Create and list tenants (platform admins)."""
+    """Create and list tenants, and set their weights (platform admins)."""
 
 
 @tenants.command("create")
@@ -33,10 +33,23 @@ def tenants_create(ctx: _Context, name: str) -> None:
 @tenants.command("list")
 @pass_ctx
 def tenants_list(ctx: _Context) -> None:
-    """List tenants."""
+    """List tenants and their fair-share weights."""
     with ctx.client() as client:
-        for tenant in client.list_tenants():
-            click.echo(tenant["name"])
+        rows = client.list_tenants()
+    click.echo(f"{'TENANT':40} {'WEIGHT':>8}")
+    for tenant in rows:
+        click.echo(f"{tenant['name']:40} {tenant['weight']:>8g}")
+
+
+@tenants.command("weight")
+@click.argument("name")
+@click.argument("weight", type=float)
+@pass_ctx
+def tenants_weight(ctx: _Context, name: str, weight: float) -> None:
+    """Set tenant NAME's fair-share WEIGHT in every model queue (default 1; max 1000)."""
+    with ctx.client() as client:
+        tenant = client.set_tenant_weight(name, weight)
+    click.echo(f"Tenant {tenant['name']} now has weight {tenant['weight']:g}")
 
 
 @cli.group()

@@ -1,4 +1,4 @@
-"""Commands for models: publish, list, show, alias, update, share, and infer."""
+"""Commands for models: publish, list, show, alias, update, deploy, share, and infer."""
 
 from __future__ import annotations
 
@@ -93,6 +93,34 @@ def models_update(
         _echo_json(client.update_model(model, visibility=visibility, description=description))
 
 
+# The same words as serving.deployment.ISOLATIONS (not imported: it would load the server).
+_ISOLATIONS = ("auto", "inline", "process")
+
+
+@models.command("deploy")
+@click.argument("model")
+@click.option("--min-replicas", type=int, help="Replicas always loaded; 1 or more pins it.")
+@click.option("--max-replicas", type=int, help="Most replicas under load.")
+@click.option("--max-batch-size", type=int, help="Most rows merged into one batch.")
+@click.option("--max-queue", type=int, help="Most requests waiting.")
+@click.option("--cpu", type=float, help="Cores reserved per replica.")
+@click.option("--memory-bytes", type=int, help="Memory per replica (else measured).")
+@click.option("--gpu", type=int, help="GPUs per replica.")
+@click.option("--idle-seconds", type=float, help="Idle time before replicas stop.")
+@click.option("--isolation", type=click.Choice(_ISOLATIONS), help="Where the model runs.")
+@click.option("--reset", is_flag=True, help="Start from the defaults, not the current settings.")
+@pass_ctx
+def models_deploy(ctx: _Context, /, model: str, reset: bool, **options: Any) -> None:
+    """Show how MODEL is served, or change it: options not given keep their value."""
+    changes = {name: value for name, value in options.items() if value is not None}
+    with ctx.client() as client:
+        if not changes and not reset:
+            _echo_json(client.get_deployment(model))
+            return
+        current = {} if reset else client.get_deployment(model)
+        _echo_json(client.set_deployment(model, **{**current, **changes}))
+
+
 def _parse_quota(text: str | None) -> int | None:
     if text is None:
         return None
@@ -106,13 +134,19 @@ def _parse_quota(text: str | None) -> int | None:
 @click.argument("model")
 @click.option("--with", "tenant", required=True, help="The tenant that may call the model.")
 @click.option("--quota", default=None, help="Daily quota, e.g. 1000/day.")
+@click.option(
+    "--weight", type=float, default=None, help="Its weight on this model (else its tenant's)."
+)
 @pass_ctx
-def models_share(ctx: _Context, model: str, tenant: str, quota: str | None) -> None:
+def models_share(
+    ctx: _Context, model: str, tenant: str, quota: str | None, weight: float | None
+) -> None:
     """Let another tenant call MODEL."""
     with ctx.client() as client:
-        grant = client.share(model, tenant, quota_per_day=_parse_quota(quota))
+        grant = client.share(model, tenant, quota_per_day=_parse_quota(quota), weight=weight)
     limit = f" ({grant['quota_per_day']}/day)" if grant["quota_per_day"] else ""
-    click.echo(f"Shared {grant['model']} with {grant['tenant']}{limit}")
+    weighted = f" at weight {grant['weight']:g}" if grant.get("weight") is not None else ""
+    click.echo(f"Shared {grant['model']} with {grant['tenant']}{limit}{weighted}")
 
 
 @models.command("unshare")
@@ -132,9 +166,12 @@ def models_unshare(ctx: _Context, model: str, tenant: str) -> None:
 def models_grants(ctx: _Context, model: str) -> None:
     """List the tenants MODEL is shared with."""
     with ctx.client() as client:
-        for grant in client.grants(model):
-            quota = grant["quota_per_day"] or "unlimited"
-            click.echo(f"{grant['tenant']:30} {quota}")
+        rows = client.grants(model)
+    click.echo(f"{'TENANT':30} {'QUOTA/DAY':>10} WEIGHT")
+    for grant in rows:
+        quota = grant["quota_per_day"] or "unlimited"
+        weight = "tenant's" if grant["weight"] is None else f"{grant['weight']:g}"
+        click.echo(f"{grant['tenant']:30} {quota:>10} {weight}")
 
 
 # -- inference ------------------------------------------------------------------------------

@@ -83,6 +83,7 @@ def serve(
 
     from openmaas.app import create_app
     from openmaas.bootstrap import build_services, initialize
+    from openmaas.cli.graceful import GracefulServer
 
     settings = _settings(data_dir, host=host, port=port, tls_cert=tls_cert, tls_key=tls_key)
     https = _check_tls(settings.tls_cert, settings.tls_key)
@@ -96,7 +97,7 @@ def serve(
     scheme = "https" if https else "http"
     docs = " (docs at /docs)" if settings.docs_enabled else ""
     click.echo(f"Serving on {scheme}://{settings.host}:{settings.port}{docs}")
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -105,6 +106,11 @@ def serve(
         ssl_certfile=str(settings.tls_cert) if https else None,
         ssl_keyfile=str(settings.tls_key) if https else None,
     )
+    server = GracefulServer(config, app, settings.drain_timeout_seconds)
+    server.run()
+    if not server.clean:
+        click.echo("Forced exit: requests were still in flight", err=True)
+        raise SystemExit(1)
 
 
 @cli.command()

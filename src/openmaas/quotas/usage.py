@@ -40,6 +40,14 @@ class UsageMeter:
         self._counts: dict[tuple[str, str], int] = {}
         self._dirty: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
+        self._day: tuple[object, str] = (None, "")
+
+    def _today(self) -> str:
+        """The UTC day of the clock, formatted once per day (it runs on every request)."""
+        date = self._clock().astimezone(UTC).date()
+        if self._day[0] != date:
+            self._day = (date, date.isoformat())
+        return self._day[1]
 
     def now(self) -> datetime:
         """The meter's current time."""
@@ -61,7 +69,7 @@ class UsageMeter:
     def try_consume_all(self, limits: list[tuple[str, int]]) -> tuple[str, int] | None:
         """Count one request in every scope unless one is at its daily limit; return that
         (scope, limit), having counted nothing, or None when all were counted."""
-        day = utc_day(self._clock())
+        day = self._today()
         with self._lock:
             for scope, _ in limits:
                 if (scope, day) not in self._counts:

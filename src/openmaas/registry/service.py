@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, or_, select
 
@@ -19,7 +19,15 @@ from openmaas.errors import (
 from openmaas.names import check_alias_name, check_model_name
 from openmaas.registry.lookup import LATEST, find_model, find_own_model, find_version, grant_for
 from openmaas.registry.refs import ModelRef
-from openmaas.runtimes import Signature, prepare_artifact
+from openmaas.registry.resolved import (
+    ResolvedVersion,
+    artifact_context,
+    check_deployment,
+    deployment_data,
+    resolution,
+    stored_deployment,
+)
+from openmaas.runtimes import prepare_artifact
 from openmaas.security import envelope
 from openmaas.security.audit import AuditLog
 from openmaas.security.envelope import EnvelopeError
@@ -29,6 +37,10 @@ from openmaas.security.trail import record_event
 from openmaas.store.blobs import BlobCorruptedError, BlobStore
 from openmaas.store.db import Database
 from openmaas.store.tables import Alias, Grant, Model, ModelVersion, Tenant
+from openmaas.weights import DEFAULT_WEIGHT
+
+if TYPE_CHECKING:
+    from openmaas.serving.deployment import Deployment
 
 __all__ = [
     "VISIBILITIES",
@@ -79,28 +91,6 @@ class ModelDetail:
     versions: list[VersionInfo]
 
 
-@dataclass(frozen=True)
-class ResolvedVersion:
-    """What serving needs to run one version of a model."""
-
-    model_id: str
-    version: int
-    format: str
-    sha256: str
-    signature: Signature
-    owner_tenant_id: int
-    model_pk: int
-    blob_sha256: str | None
-    wrapped_key: bytes | None
-    grant_id: int | None = None  # set when the caller reaches the model through a grant
-    grant_quota_per_day: int | None = None
-
-
-def artifact_context(tenant_id: int, model_pk: int, version: int) -> bytes:
-    """What an artifact's encryption is bound to: tenant, model and version."""
-    return f"artifact:tenant={tenant_id}:model={model_pk}:version={version}".encode()
-
-
 def _check_visibility(visibility: str) -> str:
     if visibility not in VISIBILITIES:
         raise RequestValidationError(
@@ -148,23 +138,14 @@ class Registry:
         with self._db.session() as session:
             model, tenant = find_model(session, principal, ref)
             row = find_version(session, model, version)
-            grant = (
-                None
-                if tenant.id == principal.tenant_id
-                else grant_for(session, model.id, principal.tenant_id)
-            )
-            resolved = ResolvedVersion(
-                model_id=f"{tenant.name}/{model.name}",
-                version=row.version,
-                format=row.format,
-                sha256=row.sha256,
-                signature=Signature.from_dict(row.signature),
-                owner_tenant_id=tenant.id,
-                model_pk=model.id,
-                blob_sha256=row.blob_sha256,
-                wrapped_key=row.wrapped_key,
-                grant_id=None if grant is None else grant.id,
-                grant_quota_per_day=None if grant is None else grant.quota_per_day,
+            own = tenant.id == principal.tenant_id
+            caller = tenant if own else session.get(Tenant, principal.tenant_id)
+            resolved = resolution(
+                model,
+                tenant,
+                row,
+                weight=DEFAULT_WEIGHT if caller is None else caller.weight,
+                grant=None if own else grant_for(session, model.id, principal.tenant_id),
             )
         self._resolved.put(cache_key, resolved)
         return resolved
@@ -323,6 +304,55 @@ class Registry:
         self.invalidate()
         record_event(self._audit, principal, "model.update", str(ref), visibility=visibility)
         return self.get(principal, ref)
+
+    # -- deployments ----------------------------------------------------------------------
+
+    def get_deployment(self, principal: Principal, ref: ModelRef) -> Deployment:
+        """How a model is served (replicas, batching, resources); defaults if never set."""
+        with self._db.session() as session:
+            model, tenant = find_model(session, principal, ref)
+            require(principal, Action.MODELS_READ)
+            return stored_deployment(model.deployment, f"{tenant.name}/{model.name}")
+
+    def set_deployment(
+        self, principal: Principal, ref: ModelRef, deployment: Deployment
+    ) -> Deployment:
+        """Replace how one of the caller's models is served; resolutions see it at once."""
+        check_deployment(deployment)
+        with self._db.session() as session:
+            model, tenant = find_own_model(session, principal, ref)
+            require(principal, Action.MODELS_WRITE)
+            model.deployment = deployment_data(deployment)
+            session.commit()
+            target = f"{tenant.name}/{model.name}"
+        self.invalidate()
+        record_event(self._audit, principal, "model.deploy", target, **deployment.to_dict())
+        return deployment
+
+    def pinned(self) -> list[ResolvedVersion]:
+        """The ``latest`` version of every model with ``min_replicas >= 1`` (system use).
+
+        The server loads these at start. Each is resolved as its owner sees it: no grant,
+        the owner tenant's weight.
+        """
+        pinned = []
+        with self._db.session() as session:
+            rows = session.execute(
+                select(Model, Tenant)
+                .join(Tenant, Tenant.id == Model.tenant_id)
+                .where(Model.deployment.is_not(None))
+                .order_by(Tenant.name, Model.name)
+            ).all()
+            for model, tenant in rows:
+                label = f"{tenant.name}/{model.name}"
+                if stored_deployment(model.deployment, label).min_replicas < 1:
+                    continue
+                try:
+                    row = find_version(session, model, LATEST)
+                except VersionNotFoundError:
+                    continue  # every version was erased: nothing to load
+                pinned.append(resolution(model, tenant, row, weight=tenant.weight))
+        return pinned
 
     # -- listing --------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Grants: a model's tenant lets another tenant call it, optionally within a daily quota."""
+"""Grants: a model's tenant lets another tenant call it, within a daily quota, at a weight."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from openmaas.security.policy import Action, Principal, require
 from openmaas.security.trail import record_event
 from openmaas.store.db import Database
 from openmaas.store.tables import Grant, Tenant
+from openmaas.weights import check_weight
 
 __all__ = ["GrantInfo", "Sharing"]
 
@@ -28,6 +29,7 @@ class GrantInfo:
     tenant: str
     quota_per_day: int | None
     created_at: datetime
+    weight: float | None = None  # the grantee's weight on this model; None: its tenant's
 
 
 class Sharing:
@@ -41,13 +43,24 @@ class Sharing:
         self._on_change = on_change
 
     def share(
-        self, principal: Principal, ref: ModelRef, grantee: str, quota_per_day: int | None = None
+        self,
+        principal: Principal,
+        ref: ModelRef,
+        grantee: str,
+        quota_per_day: int | None = None,
+        weight: float | None = None,
     ) -> GrantInfo:
-        """Let tenant ``grantee`` call the model (again: updates the quota)."""
+        """Let tenant ``grantee`` call the model (again: updates the quota and weight).
+
+        ``weight`` is the grantee's fair-share weight in this model's queue; None leaves it
+        at the grantee tenant's own weight.
+        """
         if quota_per_day is not None and quota_per_day < 1:
             raise RequestValidationError(
                 "the quota must be at least 1 request a day", field="quota"
             )
+        if weight is not None:
+            weight = check_weight(weight)
         with self._db.session() as session:
             model, tenant = find_own_model(session, principal, ref)
             require(principal, Action.MODELS_WRITE)
@@ -63,13 +76,20 @@ class Sharing:
                 grant = Grant(model_id=model.id, grantee_tenant_id=target.id)
                 session.add(grant)
             grant.quota_per_day = quota_per_day
+            grant.weight = weight
             session.commit()
             info = GrantInfo(
-                f"{tenant.name}/{model.name}", grantee, quota_per_day, grant.created_at
+                f"{tenant.name}/{model.name}", grantee, quota_per_day, grant.created_at, weight
             )
         self._on_change()
         record_event(
-            self._audit, principal, "model.share", info.model, tenant=grantee, quota=quota_per_day
+            self._audit,
+            principal,
+            "model.share",
+            info.model,
+            tenant=grantee,
+            quota=quota_per_day,
+            weight=weight,
         )
         return info
 
@@ -102,6 +122,6 @@ class Sharing:
                 .order_by(Tenant.name)
             ).all()
         return [
-            GrantInfo(f"{tenant.name}/{model.name}", name, g.quota_per_day, g.created_at)
+            GrantInfo(f"{tenant.name}/{model.name}", name, g.quota_per_day, g.created_at, g.weight)
             for g, name in rows
         ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ from openmaas.errors import (
     ApiKeyNotFoundError,
     AuthenticationError,
     ConflictError,
+    NotFoundError,
     PermissionDeniedError,
     RequestValidationError,
 )
@@ -34,6 +36,7 @@ from openmaas.security.policy import (
 from openmaas.security.trail import record_event
 from openmaas.store.db import Database
 from openmaas.store.tables import ApiKey, Member, Tenant, utcnow
+from openmaas.weights import DEFAULT_WEIGHT, check_weight
 
 __all__ = ["LOGIN_AUDIT_SECONDS", "Accounts", "ApiKeyInfo", "TenantInfo"]
 
@@ -47,6 +50,7 @@ class TenantInfo:
     name: str
     is_platform: bool
     created_at: datetime
+    weight: float = DEFAULT_WEIGHT  # fair-share weight of its requests in every model queue
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,10 @@ class _CachedKey:
     principal: Principal
 
 
+def _tenant_info(row: Tenant) -> TenantInfo:
+    return TenantInfo(row.name, row.is_platform, row.created_at, row.weight)
+
+
 def _key_info(row: ApiKey, tenant: str) -> ApiKeyInfo:
     return ApiKeyInfo(
         key_id=row.key_id,
@@ -95,11 +103,17 @@ class Accounts:
         server_secret: bytes,
         cache_seconds: float = 0.0,
         audit: AuditLog | None = None,
+        on_tenant_change: Callable[[], None] | None = None,
     ) -> None:
         self._db = db
         self._audit = audit
+        # Called after a tenant's weight changes (cached model resolutions carry it).
+        self._on_tenant_change = on_tenant_change
         self._server_secret = server_secret
         self._keys: TTLCache[_CachedKey] = TTLCache(cache_seconds)
+        # Tokens whose secret matched recently: the hot path skips parsing and hashing.
+        self._verified: dict[str, tuple[_CachedKey, float]] = {}
+        self._cache_seconds = cache_seconds
         self._logins: dict[str, float] = {}
         self._login_lock = threading.Lock()
         self._audit_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit")
@@ -113,17 +127,35 @@ class Accounts:
                 "send an API key as 'Authorization: Bearer om_...'; "
                 "the first admin key is in the data directory's admin.key file"
             )
+        now = time.monotonic()
+        hit = self._verified.get(token)
+        if hit is not None and hit[1] > now:
+            known = hit[0]
+        else:
+            known = self._verify(token)
+            if len(self._verified) >= 10_000:
+                self._verified.clear()
+            self._verified[token] = (known, now + self._cache_seconds)
+        key_id = known.principal.key_id
+        if known.revoked:
+            raise AuthenticationError(f"the API key {key_id} was revoked")
+        if known.expires_at is not None and known.expires_at <= utcnow():
+            raise AuthenticationError(f"the API key {key_id} expired at {known.expires_at}")
+        self._record_login(known.principal)
+        return known.principal
+
+    def _verify(self, token: str) -> _CachedKey:
+        """Parse the token and check its secret against the stored hash."""
         parsed = parse_api_key(token)
         known = self._keys.get(parsed.key_id) or self._load_key(parsed.key_id)
         candidate = hash_secret(self._server_secret, parsed)
         if known is None or not secrets_match(known.secret_hash, candidate):
             raise AuthenticationError("the API key is not valid")
-        if known.revoked:
-            raise AuthenticationError(f"the API key {parsed.key_id} was revoked")
-        if known.expires_at is not None and known.expires_at <= utcnow():
-            raise AuthenticationError(f"the API key {parsed.key_id} expired at {known.expires_at}")
-        self._record_login(known.principal)
-        return known.principal
+        return known
+
+    def flush_audit(self) -> None:
+        """Wait until the login records queued so far are written."""
+        self._audit_writer.submit(lambda: None).result()
 
     def _record_login(self, principal: Principal) -> None:
         """Audit a key's use once an hour at most, off the request path (it costs an fsync)."""
@@ -199,7 +231,7 @@ class Accounts:
                 session, tenant.id, "owner", "owner", None, default_scopes("owner")
             )
             session.commit()
-            info = TenantInfo(tenant.name, tenant.is_platform, tenant.created_at)
+            info = _tenant_info(tenant)
         record_event(self._audit, principal, "tenant.create", f"tenant {name}")
         return info, token
 
@@ -210,7 +242,26 @@ class Accounts:
             if not principal.can(Action.ADMIN):
                 query = query.where(Tenant.id == principal.tenant_id)
             rows = session.scalars(query).all()
-        return [TenantInfo(t.name, t.is_platform, t.created_at) for t in rows]
+        return [_tenant_info(t) for t in rows]
+
+    def set_tenant_weight(self, principal: Principal, name: str, weight: float) -> TenantInfo:
+        """Set a tenant's fair-share weight (platform admins); model queues use it at once."""
+        require(principal, Action.ADMIN)
+        weight = check_weight(weight)
+        with self._db.session() as session:
+            tenant = session.scalar(select(Tenant).where(Tenant.name == name))
+            if tenant is None:
+                raise NotFoundError(
+                    f"no tenant named {name!r}; 'openmaas tenants list' shows them",
+                    field="tenant",
+                )
+            tenant.weight = weight
+            session.commit()
+            info = _tenant_info(tenant)
+        if self._on_tenant_change is not None:
+            self._on_tenant_change()
+        record_event(self._audit, principal, "tenant.weight", f"tenant {name}", weight=weight)
+        return info
 
     # -- keys -----------------------------------------------------------------------------
 
@@ -291,6 +342,7 @@ class Accounts:
             session.commit()
             info = _key_info(row, principal.tenant_name)
         self._keys.clear()
+        self._verified.clear()
         record_event(
             self._audit, principal, "key.rotate", f"api key {key_id}", new_key_id=info.key_id
         )
@@ -326,12 +378,14 @@ class Accounts:
             session.commit()
             info = _key_info(row, principal.tenant_name)
         self._keys.clear()
+        self._verified.clear()
         record_event(self._audit, principal, "key.revoke", f"api key {key_id}")
         return info
 
     def invalidate(self) -> None:
         """Forget cached keys (after an erasure)."""
         self._keys.clear()
+        self._verified.clear()
 
     def _add_key(
         self,

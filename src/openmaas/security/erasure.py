@@ -95,6 +95,7 @@ class Erasure:
         audit: AuditLog,
         signer: Signer,
         on_erased: Callable[[list[str]], None],
+        before_erase: Callable[[], None] = lambda: None,
     ) -> None:
         self._db = db
         self._blobs = blobs
@@ -102,12 +103,16 @@ class Erasure:
         self._audit = audit
         self._signer = signer
         self._on_erased = on_erased
+        # Writes still queued about what is erased (e.g. a key's login record) land first,
+        # so none of them outlives the erasure under a reused tenant id.
+        self._before_erase = before_erase
 
     # -- what can be erased -----------------------------------------------------------------
 
     def erase_tenant(self, principal: Principal, name: str) -> ErasureReceipt:
         """Destroy a tenant's key, then every model, version, key and grant it has."""
         require(principal, Action.ADMIN)
+        self._before_erase()
         with self._db.session() as session:
             tenant = session.scalar(select(Tenant).where(Tenant.name == name))
             if tenant is None:
@@ -137,6 +142,7 @@ class Erasure:
 
     def erase_model(self, principal: Principal, ref: ModelRef) -> ErasureReceipt:
         """Destroy every version's data key, blob and row, then the model."""
+        self._before_erase()
         with self._db.session() as session:
             model, tenant = find_own_model(session, principal, ref)
             require(principal, Action.MODELS_WRITE)
@@ -153,6 +159,7 @@ class Erasure:
 
     def erase_version(self, principal: Principal, ref: ModelRef, version: int) -> ErasureReceipt:
         """Destroy one version; ``latest`` moves to the newest version left."""
+        self._before_erase()
         with self._db.session() as session:
             model, tenant = find_own_model(session, principal, ref)
             require(principal, Action.MODELS_WRITE)
@@ -175,6 +182,7 @@ class Erasure:
 
     def erase_key(self, principal: Principal, key_id: str) -> ErasureReceipt:
         """Delete an API key of the caller's tenant (not just revoke it)."""
+        self._before_erase()
         with self._db.session() as session:
             row = session.scalar(
                 select(ApiKey).where(
@@ -193,6 +201,7 @@ class Erasure:
 
     def erase_member(self, principal: Principal, name: str) -> ErasureReceipt:
         """Delete a member of the caller's tenant and every key that acts for them."""
+        self._before_erase()
         with self._db.session() as session:
             member = session.scalar(
                 select(Member).where(Member.name == name, Member.tenant_id == principal.tenant_id)

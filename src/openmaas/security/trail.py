@@ -14,7 +14,7 @@ def record_event(
     action: str,
     target: str,
     outcome: str = "ok",
-    **details: str | int | bool | None,
+    **details: str | int | float | bool | None,
 ) -> None:
     """Append an audit record (ids and counts only, never payloads or secrets)."""
     if audit is None:

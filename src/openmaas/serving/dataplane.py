@@ -5,40 +5,69 @@ The OIP router, the CLI and any future protocol are thin adapters over these fun
 
 from __future__ import annotations
 
-from typing import Any
+import math
+import time
+from typing import TYPE_CHECKING, Any
 
+from openmaas.errors import OpenMaaSError, RateLimitedError, RequestValidationError
 from openmaas.quotas import Admission
 from openmaas.registry import ModelRef, Registry, ResolvedVersion
 from openmaas.runtimes.datatypes import datatype_of
 from openmaas.security.policy import Action, Principal, require
-from openmaas.serving.backends import Backend, ModelHandle
+from openmaas.serving.backends import ModelHandle
+from openmaas.serving.engine import Engine, deadline_after
+from openmaas.serving.scheduler import PRIORITIES
 from openmaas.serving.types import InferenceRequest, InferenceResponse, Tensor
+
+if TYPE_CHECKING:
+    from openmaas.serving.metrics import EngineMetrics
 from openmaas.serving.validation import validate_request
 
 __all__ = ["DataPlane"]
 
 
 class DataPlane:
-    """Resolve a model reference, check the request, run it on the backend."""
+    """Resolve a model reference, check the request, queue it on the engine."""
 
     def __init__(
         self,
         registry: Registry,
-        backend: Backend,
+        engine: Engine,
         admission: Admission | None = None,
+        default_timeout: float = 30.0,
+        metrics: EngineMetrics | None = None,
     ) -> None:
         # Element counts are checked by the wire codecs on the declared shape, before any
         # data is allocated (api/v2_codec.py).
         self._registry = registry
-        self._backend = backend
+        self._engine = engine
         self._admission = admission
+        self._default_timeout = default_timeout
+        self._metrics = metrics
 
-    def _handle(self, resolved: ResolvedVersion) -> ModelHandle:
+    def handle(self, resolved: ResolvedVersion) -> ModelHandle:
+        """How the engine loads this version."""
         return ModelHandle(
             key=resolved.blob_sha256 or f"{resolved.model_id}:{resolved.version}",
+            name=f"{resolved.model_id}:{resolved.version}",
             format=resolved.format,
             fetch=lambda: self._registry.load_artifact(resolved),
         )
+
+    def deadline(self, timeout: object) -> float:
+        """The monotonic deadline for a requested timeout in seconds (None: the default)."""
+        if timeout is None:
+            return deadline_after(self._default_timeout)
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
+            raise RequestValidationError(
+                "the timeout must be a positive number of seconds", field="timeout"
+            )
+        return deadline_after(min(float(timeout), self._default_timeout))
 
     def metadata(
         self, principal: Principal, ref: ModelRef, version: str | None = None
@@ -67,19 +96,67 @@ class DataPlane:
         ref: ModelRef,
         request: InferenceRequest,
         version: str | None = None,
+        timeout_seconds: float | None = None,
+        priority: str | None = None,
     ) -> InferenceResponse:
-        """Run one inference request and return every requested output."""
+        """Run one inference request and return every requested output.
+
+        ``timeout_seconds`` (capped by the server default) covers queueing and running;
+        ``priority`` is ``interactive`` (default) or ``batch``. Both may also come as the
+        request's ``timeout`` and ``priority`` parameters.
+        """
+        params = request.parameters
+        deadline = self.deadline(params.get("timeout", timeout_seconds))
+        priority = str(params.get("priority", priority) or "interactive")
+        if priority not in PRIORITIES:
+            raise RequestValidationError(
+                "priority must be 'interactive' or 'batch'", field="priority"
+            )
         resolved = self._registry.resolve(principal, ref, version)  # 404 before 403
         require(principal, Action.INFER)
+        handle = self.handle(resolved)
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await self._run(principal, resolved, handle, request, deadline, priority)
+            status = 200
+            return response
+        except OpenMaaSError as error:
+            status = error.status
+            if self._metrics is not None and isinstance(error, RateLimitedError):
+                self._metrics.rejected(handle.name, error.code)
+            raise
+        finally:
+            if self._metrics is not None:
+                self._metrics.observe_request(handle.name, status, time.perf_counter() - started)
+
+    async def _run(
+        self,
+        principal: Principal,
+        resolved: ResolvedVersion,
+        handle: ModelHandle,
+        request: InferenceRequest,
+        deadline: float,
+        priority: str,
+    ) -> InferenceResponse:
         if self._admission is not None:
             self._admission.admit(
                 principal, resolved.grant_id, resolved.grant_quota_per_day, resolved.model_id
             )
         validate_request(resolved.signature, request)
-        specs = {spec.name: spec for spec in resolved.signature.outputs}
-        names = [o.name for o in request.outputs] or list(specs)
-        arrays = await self._backend.predict(
-            self._handle(resolved), {t.name: t.array for t in request.inputs}, names
+        signature = resolved.signature
+        names = [o.name for o in request.outputs] or [spec.name for spec in signature.outputs]
+        batchable = all(t.shape[:1] == (-1,) for t in signature.inputs + signature.outputs)
+        arrays = await self._engine.submit(
+            handle,
+            resolved.deployment,
+            principal.tenant_name,
+            {t.name: t.array for t in request.inputs},
+            names,
+            deadline=deadline,
+            weight=resolved.weight,
+            priority=PRIORITIES[priority],
+            batchable=batchable,
         )
         outputs = [
             Tensor(

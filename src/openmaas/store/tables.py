@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import DateTime, TypeDecorator
 
@@ -57,6 +66,8 @@ class Tenant(Base):
     name: Mapped[str] = mapped_column(String(63), unique=True)
     is_platform: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Fair-share weight of the tenant's requests in every model queue (platform admins set it).
+    weight: Mapped[float] = mapped_column(Float, default=1.0, server_default=text("1.0"))
 
 
 class TenantKey(Base):
@@ -113,6 +124,8 @@ class Model(Base):
     visibility: Mapped[str] = mapped_column(String(10), default="private")
     description: Mapped[str] = mapped_column(String(2000), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # The model's serving Deployment (replicas, batching, resources) as JSON; NULL: defaults.
+    deployment: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
 
 
 class ModelVersion(Base):
@@ -156,6 +169,8 @@ class Grant(Base):
         ForeignKey("tenants.id", ondelete="CASCADE"), index=True
     )
     quota_per_day: Mapped[int | None] = mapped_column(Integer, default=None)
+    # The grantee's fair-share weight on this model; NULL: the grantee tenant's own weight.
+    weight: Mapped[float | None] = mapped_column(Float, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 

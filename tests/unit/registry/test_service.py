@@ -20,6 +20,7 @@ from openmaas.registry import ModelRef, Registry
 from openmaas.security import Principal
 from openmaas.store import LocalBlobStore
 from tests.helpers.models import identity_model, scale_model
+from tests.unit.registry.conftest import role_key
 
 SCALE_2 = scale_model(2.0)
 SCALE_3 = scale_model(3.0)
@@ -29,18 +30,6 @@ MINE = ModelRef(None, "scaler")
 @pytest.fixture
 def registry(services: Services) -> Registry:
     return services.registry
-
-
-@pytest.fixture
-def acme(services: Services, admin: Principal) -> Principal:
-    """The owner of a second, ordinary tenant."""
-    _, token = services.accounts.create_tenant(admin, "acme")
-    return services.accounts.authenticate(token)
-
-
-def _key(services: Services, owner: Principal, role: str) -> Principal:
-    _, token = services.accounts.create_key(owner, name=role, role=role)
-    return services.accounts.authenticate(token)
 
 
 # -- publishing and versions ------------------------------------------------------------
@@ -312,7 +301,7 @@ def test_read_only_keys_cannot_publish(
     services: Services, registry: Registry, admin: Principal, role: str
 ) -> None:
     registry.publish(admin, "scaler", SCALE_2)
-    reader = _key(services, admin, role)
+    reader = role_key(services, admin, role)
     with pytest.raises(PermissionDeniedError):
         registry.publish(reader, "scaler", SCALE_3)
     with pytest.raises(PermissionDeniedError):
@@ -324,7 +313,7 @@ def test_read_only_keys_cannot_publish(
 
 
 def test_publisher_key_can_publish(services: Services, admin: Principal) -> None:
-    publisher = _key(services, admin, "publisher")
+    publisher = role_key(services, admin, "publisher")
     info = services.registry.publish(publisher, "ids", identity_model(["FP32", "BYTES"]))
     assert info.model == "admin/ids"
     assert {t["datatype"] for t in info.signature["inputs"]} == {"FP32", "BYTES"}

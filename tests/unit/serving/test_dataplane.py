@@ -17,7 +17,6 @@ from openmaas.errors import (
 from openmaas.registry import ModelRef
 from openmaas.security import Principal
 from openmaas.serving import InferenceRequest, RequestedOutput, Tensor
-from openmaas.serving.backends import ThreadBackend
 from tests.helpers.models import identity_model, scale_model
 
 REF = ModelRef("admin", "scaler")
@@ -67,14 +66,13 @@ def test_requested_outputs_only(services: Services, admin: Principal) -> None:
 
 
 def test_invalid_request_never_reaches_the_backend(published: Services, admin: Principal) -> None:
-    backend = published.backend
+    engine = published.engine
     with pytest.raises(UnknownInputError):
         asyncio.run(published.dataplane.infer(admin, REF, _request(X, "features")))
-    assert isinstance(backend, ThreadBackend)
     resolved = published.registry.resolve(admin, REF)
-    assert not backend.is_loaded(str(resolved.blob_sha256))
+    assert not engine.is_loaded(str(resolved.blob_sha256))
     asyncio.run(published.dataplane.infer(admin, REF, _request(X)))
-    assert backend.is_loaded(str(resolved.blob_sha256))
+    assert engine.is_loaded(str(resolved.blob_sha256))
 
 
 def test_viewer_cannot_infer_but_can_read_metadata(published: Services, admin: Principal) -> None:

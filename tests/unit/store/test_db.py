@@ -6,13 +6,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError
 
-from openmaas.store.db import Database
-from openmaas.store.tables import Base, Tenant
+from openmaas.store.db import MIGRATIONS_DIR, Database
+from openmaas.store.tables import Base, Grant, Model, Tenant
 
 TABLES = set(Base.metadata.tables)
 MIGRATIONS = Path(__file__).parents[3] / "src/openmaas/store/migrations/versions"
@@ -103,3 +105,54 @@ def test_datetimes_read_back_timezone_aware(db: Database) -> None:
     assert created.tzinfo is not None
     assert created.utcoffset() is not None
     assert created.utcoffset().total_seconds() == 0
+
+
+# -- upgrading a data directory made by an older release ------------------------------------
+
+
+def _migrate_to(database: Database, revision: str, *, down: bool = False) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with database.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        (command.downgrade if down else command.upgrade)(config, revision)
+
+
+def test_a_0002_database_upgrades_without_losing_rows(tmp_path: Path) -> None:
+    old = Database(f"sqlite:///{tmp_path / 'old.db'}")
+    _migrate_to(old, "0002")
+    with old.engine.begin() as connection:
+        for statement in (
+            "INSERT INTO tenants (id, name, is_platform, created_at) "
+            "VALUES (1, 'admin', 1, '2024-01-01 00:00:00'), (2, 'lab', 0, '2024-01-01 00:00:00')",
+            "INSERT INTO models (id, tenant_id, name, visibility, description, created_at) "
+            "VALUES (1, 1, 'fraud', 'private', '', '2024-01-01 00:00:00')",
+            "INSERT INTO grants (model_id, grantee_tenant_id, quota_per_day, created_at) "
+            "VALUES (1, 2, 10, '2024-01-01 00:00:00')",
+        ):
+            connection.exec_driver_sql(statement)
+    old.close()
+
+    db = Database(old.url)
+    db.migrate()
+    with db.session() as session:
+        assert session.execute(select(Tenant.name, Tenant.weight)).all() == [
+            ("admin", 1.0),
+            ("lab", 1.0),
+        ]
+        model = session.scalars(select(Model)).one()
+        assert (model.name, model.deployment) == ("fraud", None)
+        grant = session.scalars(select(Grant)).one()
+        assert (grant.quota_per_day, grant.weight) == (10, None)
+    db.close()
+
+
+def test_0003_downgrades_and_upgrades_again(db: Database) -> None:
+    with db.session() as session:
+        session.add(Tenant(name="kept", is_platform=False, weight=3.0))
+        session.commit()
+    _migrate_to(db, "0002", down=True)
+    assert "weight" not in {c["name"] for c in inspect(db.engine).get_columns("tenants")}
+    db.migrate()
+    with db.session() as session:
+        assert session.execute(select(Tenant.name, Tenant.weight)).all() == [("kept", 1.0)]

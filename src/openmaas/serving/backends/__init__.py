@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from openmaas.serving.backends.base import Backend, ModelHandle
-from openmaas.serving.backends.threads import ThreadBackend
+from openmaas.serving.backends.base import Backend, ModelHandle, Replica, Resources
+from openmaas.serving.backends.local import LocalBackend
+from openmaas.serving.backends.worker_process import WorkerProcess
 
-__all__ = ["Backend", "ModelHandle", "ThreadBackend"]
+__all__ = ["Backend", "LocalBackend", "ModelHandle", "Replica", "Resources", "WorkerProcess"]

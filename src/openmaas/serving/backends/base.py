@@ -1,4 +1,8 @@
-"""The ``Backend`` seam: run a model version on named arrays, wherever it lives."""
+"""The ``Backend`` seam: start model replicas wherever they live (threads, processes, Ray).
+
+The engine above it queues, schedules and batches; a backend only places replicas within
+its capacity and runs batches on them. Nothing outside this package knows how.
+"""
 
 from __future__ import annotations
 
@@ -8,35 +12,74 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["Backend", "ModelHandle"]
+from openmaas.serving.deployment import Deployment
+
+__all__ = ["Backend", "ModelHandle", "Replica", "Resources"]
 
 
 @dataclass(frozen=True)
 class ModelHandle:
     """Enough to load a model version anywhere: its format and how to fetch its bytes."""
 
-    key: str
+    key: str  # the version's identity (its blob digest)
+    name: str  # tenant/name:version, for metrics and logs
     format: str
     fetch: Callable[[], bytes]
 
 
-class Backend(Protocol):
-    """Runs inference for the data plane."""
+@dataclass(frozen=True)
+class Resources:
+    """Cores, bytes of memory and GPUs: what a machine offers or a replica needs."""
 
-    async def predict(
-        self, model: ModelHandle, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
+    cpu: float
+    memory_bytes: int
+    gpu: int = 0
+
+
+class Replica(Protocol):
+    """One loaded copy of a model that runs one batch at a time."""
+
+    async def run(
+        self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
     ) -> dict[str, np.ndarray]:
-        """Load ``model`` if needed and run it; raise OpenMaaSError subclasses on failure."""
+        """Run a batch; raise OpenMaaSError subclasses (503 WorkerUnavailableError if lost)."""
         ...
 
-    def is_loaded(self, key: str) -> bool:
-        """Whether the model version is loaded now."""
+    def run_now(
+        self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
+    ) -> dict[str, np.ndarray] | None:
+        """Run a batch on the calling thread if that is cheaper than ``run``; else None
+        (e.g. the replica is remote, or the batch would hold the event loop too long)."""
         ...
 
-    def evict(self, keys: list[str]) -> None:
-        """Unload these model versions now (after an erasure); later calls reload them."""
+    @property
+    def memory_bytes(self) -> int:
+        """Memory the replica holds, measured after loading."""
+        ...
+
+    @property
+    def alive(self) -> bool:
+        """False once the replica died or was closed."""
         ...
 
     async def close(self) -> None:
-        """Stop accepting work and release every model."""
+        """Release the replica (idempotent)."""
+        ...
+
+
+class Backend(Protocol):
+    """Places replicas on compute."""
+
+    def capacity(self) -> Resources:
+        """What replicas may use in all."""
+        ...
+
+    async def start_replica(
+        self, model: ModelHandle, deployment: Deployment, on_exit: Callable[[], None]
+    ) -> Replica:
+        """Load ``model`` into a new replica; ``on_exit`` is called if it dies on its own."""
+        ...
+
+    async def close(self) -> None:
+        """Release everything the backend holds."""
         ...

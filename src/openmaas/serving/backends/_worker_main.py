@@ -1,0 +1,182 @@
+"""The entry point of a worker process: load one model, then answer requests until EOF.
+
+Started by ``WorkerProcess`` as ``python -I -c _BOOT <path> <package> <read fd> <write fd> <beat>``.
+Messages are frames (``frames.py``) on two pipes; the first one in is ``{"op": "load"}``
+with the artifact, answered by ``loaded`` (and the memory it took) or ``error``. Then each
+``run`` is answered by a ``result`` or an ``error`` with the same id, in order. Errors travel
+as ``(code, detail)``, never as pickled exceptions. A heartbeat thread writes an empty message
+every few tenths of a second: it stops when the process is stopped or a call holds the GIL,
+which is how the parent tells a hung worker from a busy one.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from openmaas.errors import InferenceError, InvalidArtifactError, OpenMaaSError
+from openmaas.runtimes import Runtime, load_runtime
+from openmaas.serving.backends.frames import (
+    HEARTBEAT,
+    PREFIX,
+    Part,
+    decode_arrays,
+    encode_arrays,
+    frame_size,
+)
+from openmaas.serving.backends.local import public_message, run_runtime
+
+__all__ = ["main"]
+
+_IOV_MAX = 512
+# onnxruntime's statuses that mean the bytes are not a model it can load.
+_ARTIFACT_FAULTS = frozenset({"InvalidProtobuf", "InvalidGraph", "NoModel", "NotImplemented"})
+# Imported before the memory baseline, so that a model's memory leaves out the library's.
+_RUNTIME_MODULES = {"onnx": "openmaas.runtimes.onnx_runtime"}
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm", encoding="ascii") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class _Channel:
+    """Blocking reads of whole messages; writes from any thread, one message at a time."""
+
+    def __init__(self, read_fd: int, write_fd: int) -> None:
+        self._reader = io.BufferedReader(io.FileIO(read_fd, "rb"), buffer_size=1 << 16)
+        self._write_fd = write_fd
+        self._lock = threading.Lock()
+
+    def _read_exact(self, size: int) -> memoryview | None:
+        view, filled = np.empty(size, dtype=np.uint8).data, 0  # not zeroed: it is filled
+        while filled < size:
+            got = self._reader.readinto(view[filled:])
+            if not got:
+                return None
+            filled += got
+        return view
+
+    def receive(self) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+        """The next message (heartbeats skipped); None when the parent has gone."""
+        while True:
+            prefix = self._read_exact(PREFIX.size)
+            if prefix is None:
+                return None
+            (size,) = PREFIX.unpack(prefix)
+            if size:
+                body = self._read_exact(size)
+                return None if body is None else decode_arrays(body)
+
+    def send(self, extra: dict[str, Any]) -> None:
+        """Send a message without arrays."""
+        self.send_frame(encode_arrays({}, extra))
+
+    def send_frame(self, parts: Sequence[Part]) -> None:
+        self._write([PREFIX.pack(frame_size(list(parts))), *parts])
+
+    def beat(self) -> None:
+        self._write([HEARTBEAT])
+
+    def _write(self, parts: Sequence[Part]) -> None:
+        views = [memoryview(part).cast("B") for part in parts if memoryview(part).nbytes]
+        with self._lock:
+            while views:
+                written = os.writev(self._write_fd, views[:_IOV_MAX])
+                while views and written >= views[0].nbytes:
+                    written -= views.pop(0).nbytes
+                if written:
+                    views[0] = views[0][written:]
+
+
+def _beat_forever(channel: _Channel, interval: float) -> None:
+    while True:
+        time.sleep(interval)
+        try:
+            channel.beat()
+        except OSError:  # the parent has gone: nobody wants the answer being computed
+            os._exit(0)
+
+
+def _failure(detail: str) -> dict[str, Any]:
+    return {"code": InferenceError.code, "detail": detail}
+
+
+def _load_error(exc: Exception) -> dict[str, Any]:
+    if isinstance(exc, OpenMaaSError):
+        return {"code": exc.code, "detail": exc.detail, "field": exc.field}
+    message = f"the worker could not load the model: {public_message(exc)}"
+    if type(exc).__name__ in _ARTIFACT_FAULTS:
+        return {"code": InvalidArtifactError.code, "detail": message}
+    return _failure(message)
+
+
+def _load(channel: _Channel) -> Runtime | None:
+    """Load the model the parent sends and report how much memory it took."""
+    message = channel.receive()
+    if message is None:
+        return None
+    arrays, extra = message
+    model_format = str(extra.get("format"))
+    artifact = arrays["artifact"].tobytes()
+    del arrays, message
+    try:
+        if model_format in _RUNTIME_MODULES:
+            __import__(_RUNTIME_MODULES[model_format])
+        before = _rss_bytes()
+        runtime = load_runtime(model_format, artifact)
+        measured = _rss_bytes() - before
+    except Exception as exc:
+        channel.send({"op": "error", "id": None, **_load_error(exc)})
+        return None
+    channel.send({"op": "loaded", "memory": max(measured, len(artifact))})
+    return runtime
+
+
+def _serve(channel: _Channel, runtime: Runtime) -> None:
+    while (message := channel.receive()) is not None:
+        arrays, extra = message
+        if extra.get("op") != "run":
+            continue
+        request_id = extra.get("id")
+        try:
+            outputs = [str(name) for name in extra.get("outputs", [])]
+            result = run_runtime(runtime, arrays, outputs)
+            parts = encode_arrays(result, {"op": "result", "id": request_id})
+        except OpenMaaSError as exc:
+            reply = {"code": exc.code, "detail": exc.detail, "field": exc.field}
+            channel.send({"op": "error", "id": request_id, **reply})
+            continue
+        except Exception as exc:  # e.g. an output that no frame can carry
+            detail = f"the worker could not return the result: {public_message(exc)}"
+            channel.send({"op": "error", "id": request_id, **_failure(detail)})
+            continue
+        channel.send_frame(parts)
+
+
+def main(argv: Sequence[str]) -> int:
+    """Serve one model over the pipes named in ``argv``: read fd, write fd, beat seconds."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when this ends
+    read_fd, write_fd, interval = int(argv[0]), int(argv[1]), float(argv[2])
+    channel = _Channel(read_fd, write_fd)
+    threading.Thread(
+        target=_beat_forever, args=(channel, interval), name="heartbeat", daemon=True
+    ).start()
+    try:
+        runtime = _load(channel)
+        if runtime is None:
+            return 1
+        try:
+            _serve(channel, runtime)
+        finally:
+            runtime.unload()
+    except BrokenPipeError:  # the parent has gone
+        return 0
+    return 0

@@ -1,0 +1,680 @@
+"""The serving engine: per-model fair queues, adaptive batching, replicas and a memory budget.
+
+A request joins its model's ``FairQueue``. Whenever a replica is idle, the engine takes the
+next items in fair order that can share one batch (same shapes, up to ``max_batch_size``
+rows) and runs them together; requests that arrive while every replica is busy form the next
+batch, so there is no waiting delay at low load. Replicas start on first use and while the
+queue is backed up (up to ``max_replicas``, within the backend's cores and the memory
+budget), and stop after ``idle_seconds`` down to ``min_replicas``; idle models give way,
+least recently used first, when another model needs the room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from openmaas.errors import (
+    DeadlineExceededError,
+    DrainingError,
+    InvalidInputError,
+    NotFoundError,
+    OpenMaaSError,
+    OverloadedError,
+    TenantOverShareError,
+    WorkerUnavailableError,
+)
+from openmaas.serving.backends.base import Backend, ModelHandle, Replica
+from openmaas.serving.batching import BatchKey, batch_key, merge, rows_of, split
+from openmaas.serving.deployment import Deployment
+from openmaas.serving.scheduler import INTERACTIVE, FairQueue, QueueFullError, WorkItem
+
+if TYPE_CHECKING:
+    from openmaas.serving.metrics import EngineMetrics
+
+__all__ = ["Engine", "EngineDefaults", "Work", "deadline_after"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineDefaults:
+    """Server-wide defaults for what a deployment leaves unset."""
+
+    max_batch_size: int = 32
+    max_queue: int = 256
+    idle_seconds: float = 300.0
+
+
+@dataclass(eq=False)
+class Work:
+    """What a queued item carries."""
+
+    inputs: Mapping[str, np.ndarray]
+    outputs: Sequence[str]
+    key: BatchKey | None
+    future: asyncio.Future[dict[str, np.ndarray]]
+
+
+@dataclass(eq=False)
+class _Slot:
+    replica: Replica
+    cpu: float  # what the slot holds of the engine's accounting
+    memory: int
+    busy: bool = False
+    last_used: float = 0.0
+
+
+@dataclass(eq=False)
+class _Runner:
+    """One model version's queue and replicas."""
+
+    model: ModelHandle
+    deployment: Deployment
+    queue: FairQueue
+    max_batch: int
+    idle_seconds: float
+    slots: list[_Slot] = field(default_factory=list)
+    starting: int = 0
+    seconds_per_row: float = 0.0  # exponentially weighted, from finished batches
+    memory_per_replica: int = 0
+    last_used: float = 0.0
+    dispatch_pending: bool = False
+    failure: OpenMaaSError | None = None  # why the last start failed (for queued work)
+
+    @property
+    def idle(self) -> bool:
+        return not len(self.queue) and not any(s.busy for s in self.slots)
+
+    @property
+    def pinned(self) -> bool:
+        return self.deployment.min_replicas > 0
+
+
+class Engine:
+    """Queues, schedules and batches work onto replicas the backend places."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        defaults: EngineDefaults | None = None,
+        metrics: EngineMetrics | None = None,
+    ) -> None:
+        self._backend = backend
+        self._defaults = defaults or EngineDefaults()
+        self._metrics = metrics
+        self._runners: dict[str, _Runner] = {}
+        self._cpu_used = 0.0
+        self._memory_used = 0
+        self._closed = False
+        self._ticker: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------------ requests
+
+    async def submit(
+        self,
+        model: ModelHandle,
+        deployment: Deployment,
+        tenant: str,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[str],
+        *,
+        deadline: float,
+        weight: float = 1.0,
+        priority: int = INTERACTIVE,
+        batchable: bool = True,
+    ) -> dict[str, np.ndarray]:
+        """Queue one request and wait for its outputs until ``deadline`` (monotonic)."""
+        runner = self._runner(model, deployment)
+        if self._closed:
+            self._reject(runner, "draining")
+            raise DrainingError("the server is shutting down; retry on another replica")
+        now = time.monotonic()
+        runner.last_used = now
+        rows = rows_of(inputs) or 1
+        self._admit_by_deadline(runner, tenant, weight, rows, now, deadline)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, np.ndarray]] = loop.create_future()
+        work = Work(inputs, outputs, batch_key(inputs, outputs) if batchable else None, future)
+        item = WorkItem(tenant, float(rows), weight, priority, deadline, work)
+        try:
+            displaced = runner.queue.offer(item)
+        except QueueFullError as full:
+            raise self._refusal(runner, full.reason, tenant) from None
+        if displaced is not None:
+            self._fail(displaced, self._refusal(runner, "over_share", displaced.tenant))
+        self._schedule_dispatch(runner)
+        timer = None
+        if math.isfinite(deadline):
+            timer = loop.call_later(deadline - now, self._expire, runner, item, deadline - now)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            item.dropped = True  # the client went away: its queued work never runs
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _expire(self, runner: _Runner, item: WorkItem, seconds: float) -> None:
+        """The deadline passed, queued or running: answer 504 now, drop the work."""
+        if item.payload.future.done():
+            return
+        item.dropped = True
+        self._reject(runner, "deadline")
+        self._fail(
+            item,
+            DeadlineExceededError(
+                f"no answer within the request's deadline ({seconds:.3f} s); raise the "
+                "timeout or retry later"
+            ),
+        )
+
+    def _admit_by_deadline(
+        self, runner: _Runner, tenant: str, weight: float, rows: int, now: float, deadline: float
+    ) -> None:
+        """Refuse at once what cannot finish in time, given the work queued ahead of it."""
+        if not runner.seconds_per_row:
+            return
+        own = runner.queue.queued(tenant)
+        ahead = len(runner.queue) if own else 0
+        if not own:  # a newcomer is served within one round of the backlogged tenants
+            ahead = min(len(runner.queue), runner.queue.share(tenant, weight))
+        replicas = max(1, len(runner.slots))
+        wait = (ahead + rows) * runner.seconds_per_row / replicas
+        if now + wait <= deadline:
+            return
+        reason = "over_share" if own and own >= runner.queue.share(tenant, weight) else "deadline"
+        raise self._refusal(runner, reason, tenant, wait)
+
+    def _refusal(
+        self, runner: _Runner, reason: str, tenant: str, wait: float | None = None
+    ) -> OpenMaaSError:
+        self._reject(runner, "queue_full" if reason == "full" else reason)
+        retry = max(1.0, wait if wait is not None else self._backlog_seconds(runner))
+        name = runner.model.name
+        if reason == "over_share":
+            return TenantOverShareError(
+                f"tenant {tenant!r} already has its share of {name}'s queue waiting; slow "
+                f"down and retry in {retry:.0f} s",
+                retry_after=retry,
+            )
+        if reason == "full":
+            return OverloadedError(
+                f"{name}'s queue is full ({runner.queue.capacity} requests); retry in "
+                f"{retry:.0f} s",
+                retry_after=retry,
+            )
+        return OverloadedError(
+            f"{name} cannot answer before the request's deadline (about {retry:.2f} s of "
+            "work is queued); retry later or allow a longer timeout",
+            retry_after=retry,
+        )
+
+    def _backlog_seconds(self, runner: _Runner) -> float:
+        return len(runner.queue) * runner.seconds_per_row / max(1, len(runner.slots))
+
+    def _reject(self, runner: _Runner, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.rejected(runner.model.name, reason)
+
+    @staticmethod
+    def _fail(item: WorkItem, error: BaseException) -> None:
+        future = item.payload.future
+        if not future.done():
+            future.set_exception(error)
+
+    # ------------------------------------------------------------------ runners
+
+    def _runner(self, model: ModelHandle, deployment: Deployment) -> _Runner:
+        runner = self._runners.get(model.key)
+        if runner is None:
+            runner = _Runner(
+                model,
+                deployment,
+                FairQueue(deployment.max_queue or self._defaults.max_queue),
+                deployment.max_batch_size or self._defaults.max_batch_size,
+                self._idle_seconds(deployment),
+            )
+            self._runners[model.key] = runner
+        elif runner.deployment != deployment:
+            runner.deployment = deployment
+            runner.queue.capacity = deployment.max_queue or self._defaults.max_queue
+            runner.max_batch = deployment.max_batch_size or self._defaults.max_batch_size
+            runner.idle_seconds = self._idle_seconds(deployment)
+        return runner
+
+    def _idle_seconds(self, deployment: Deployment) -> float:
+        if deployment.idle_seconds is None:
+            return self._defaults.idle_seconds
+        return deployment.idle_seconds
+
+    def is_loaded(self, key: str) -> bool:
+        """Whether the model version has a replica now."""
+        runner = self._runners.get(key)
+        return runner is not None and any(s.replica.alive for s in runner.slots)
+
+    def replicas(self, key: str) -> int:
+        """Live replicas of the model version."""
+        runner = self._runners.get(key)
+        return sum(1 for s in runner.slots if s.replica.alive) if runner else 0
+
+    def queue_depth(self, key: str) -> int:
+        runner = self._runners.get(key)
+        return len(runner.queue) if runner else 0
+
+    @property
+    def memory_used(self) -> int:
+        return self._memory_used
+
+    def deploy(self, model: ModelHandle, deployment: Deployment) -> None:
+        """Apply a changed deployment now; its minimum replicas start in the background."""
+        self._spawn(self.ensure(model, deployment))
+
+    async def ensure(self, model: ModelHandle, deployment: Deployment) -> None:
+        """Start a model's minimum replicas now (pinned models at start-up)."""
+        runner = self._runner(model, deployment)
+        while len(runner.slots) + runner.starting < deployment.min_replicas:
+            if not await self._start_replica(runner):
+                break
+
+    def forget(self, keys: list[str]) -> None:
+        """Stop these model versions (from any thread): they stop serving at once."""
+        if self._loop is None or self._loop.is_closed():
+            return  # never started: nothing is loaded
+        coroutine = self.evict(keys)
+        if self._loop_is_current():
+            self._spawn(coroutine)
+        else:
+            asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=30)
+
+    def _loop_is_current(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
+
+    async def evict(self, keys: list[str]) -> None:
+        """Stop these model versions now (after an erasure); queued work gets 404."""
+        for key in keys:
+            runner = self._runners.pop(key, None)
+            if runner is None:
+                continue
+            for item in runner.queue.drain():
+                self._fail(item, NotFoundError(f"{runner.model.name} was removed"))
+            await self._stop_runner(runner)
+            if self._metrics is not None:
+                self._metrics.forget_model(runner.model.name)
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _schedule_dispatch(self, runner: _Runner) -> None:
+        """Dispatch after the requests readable in this loop turn have queued too."""
+        if not runner.dispatch_pending:
+            runner.dispatch_pending = True
+            asyncio.get_running_loop().call_soon(self._dispatch, runner)
+
+    def _dispatch(self, runner: _Runner) -> None:
+        runner.dispatch_pending = False
+        if self._runners.get(runner.model.key) is not runner:
+            return
+        for slot in runner.slots:
+            if not len(runner.queue):
+                break
+            if slot.busy or not slot.replica.alive:
+                continue
+            while len(runner.queue) and not slot.busy:
+                batch = self._take_batch(runner)
+                if not batch:
+                    break
+                if not self._run_now(runner, slot, batch):
+                    slot.busy = True
+                    self._spawn(self._run_batch(runner, slot, batch))
+        if len(runner.queue) and self._wants_replica(runner):
+            self._spawn(self._scale_up(runner))
+
+    def _run_now(self, runner: _Runner, slot: _Slot, items: list[WorkItem]) -> bool:
+        """Run a batch right here if the replica says that is cheapest; False if not."""
+        live = [item for item in items if not item.dropped and not item.payload.future.done()]
+        if not live:
+            return True
+        works: list[Work] = [item.payload for item in live]
+        started = time.monotonic()
+        try:
+            result = slot.replica.run_now(merge([w.inputs for w in works]), works[0].outputs)
+        except InvalidInputError as invalid:
+            if len(live) > 1:
+                return False  # the async path finds the request at fault
+            self._fail(live[0], invalid)
+            return True
+        except OpenMaaSError as error:
+            for item in live:
+                self._fail(item, error)
+            return True
+        if result is None:
+            return False
+        parts = split(result, [int(item.cost) for item in live])
+        if parts is None:
+            return False  # the async path runs them one by one
+        for work, part in zip(works, parts, strict=True):
+            if not work.future.done():
+                work.future.set_result(part)
+        self._finished(runner, slot, live, started)
+        return True
+
+    def _wants_replica(self, runner: _Runner) -> bool:
+        live = sum(1 for s in runner.slots if s.replica.alive)
+        if live + runner.starting >= runner.deployment.max_replicas:
+            return False
+        if runner.starting:
+            return False  # one start at a time per model
+        return not live or all(s.busy for s in runner.slots if s.replica.alive)
+
+    def _take_batch(self, runner: _Runner) -> list[WorkItem]:
+        now = time.monotonic()
+        batch: list[WorkItem] = []
+        rows = 0.0
+        key: BatchKey | None = None
+
+        def fits(item: WorkItem) -> bool:
+            if not batch:
+                return True
+            work: Work = item.payload
+            return work.key is not None and work.key == key and rows + item.cost <= runner.max_batch
+
+        while True:
+            item = runner.queue.pop(fits)
+            if item is None:
+                return batch
+            if item.deadline <= now:
+                self._fail(item, DeadlineExceededError("the deadline passed while queued"))
+                continue
+            if not batch:
+                key = item.payload.key
+            batch.append(item)
+            rows += item.cost
+            if key is None or rows >= runner.max_batch:
+                return batch
+
+    def _spawn(self, coroutine: object) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_batch(self, runner: _Runner, slot: _Slot, batch: list[WorkItem]) -> None:
+        started = time.monotonic()
+        live = [item for item in batch if not item.dropped and not item.payload.future.done()]
+        try:
+            if live:
+                await self._execute(runner, slot, live)
+        finally:
+            slot.busy = False
+            self._finished(runner, slot, live, started)
+            self._dispatch(runner)
+            self._place_waiting()
+
+    def _finished(
+        self, runner: _Runner, slot: _Slot, items: list[WorkItem], started: float
+    ) -> None:
+        """Learn the model's speed from a finished batch and count the work served."""
+        finished = time.monotonic()
+        slot.last_used = runner.last_used = finished
+        if not items:
+            return
+        per_row = (finished - started) / sum(item.cost for item in items)
+        previous = runner.seconds_per_row
+        runner.seconds_per_row = per_row if not previous else previous * 0.8 + per_row * 0.2
+        self._record(runner, items, finished - started)
+
+    async def _execute(self, runner: _Runner, slot: _Slot, items: list[WorkItem]) -> None:
+        works: list[Work] = [item.payload for item in items]
+        outputs = works[0].outputs
+        try:
+            result = await slot.replica.run(merge([w.inputs for w in works]), outputs)
+            parts = split(result, [int(item.cost) for item in items])
+            if parts is None:  # the model does not keep the batch dimension: one at a time
+                runner.max_batch = 1
+                parts = [await slot.replica.run(w.inputs, outputs) for w in works]
+        except WorkerUnavailableError as lost:
+            for item in items:
+                self._fail(item, lost)
+            self._replace(runner, slot)
+            return
+        except InvalidInputError as invalid:
+            if len(items) > 1:  # one bad request must not fail its batch-mates
+                for item in items:
+                    await self._execute(runner, slot, [item])
+                return
+            self._fail(items[0], invalid)
+            return
+        except OpenMaaSError as error:
+            for item in items:
+                self._fail(item, error)
+            return
+        for work, part in zip(works, parts, strict=True):
+            if not work.future.done():
+                work.future.set_result(part)
+
+    def _record(self, runner: _Runner, items: list[WorkItem], seconds: float) -> None:
+        if self._metrics is None:
+            return
+        name = runner.model.name
+        self._metrics.observe_batch(name, int(sum(item.cost for item in items)))
+        total = sum(item.cost for item in items)
+        for item in items:
+            self._metrics.served(item.tenant, name, int(item.cost), seconds * item.cost / total)
+
+    # ------------------------------------------------------------------ replicas
+
+    async def _scale_up(self, runner: _Runner) -> None:
+        started = await self._start_replica(runner)
+        if not started and not runner.slots and runner.failure is not None:
+            for item in runner.queue.drain():
+                self._fail(item, runner.failure)
+        self._dispatch(runner)
+
+    def _reserve(self, runner: _Runner) -> bool:
+        """Claim cores and memory for one more replica, evicting idle models if needed."""
+        capacity = self._backend.capacity()
+        cpu = runner.deployment.cpu
+        memory = runner.deployment.memory_bytes or runner.memory_per_replica
+        cpu_fits = min(cpu, capacity.cpu)  # a replica wider than the machine gets all of it
+        while (
+            self._cpu_used + cpu_fits > capacity.cpu + 1e-9
+            or self._memory_used + memory > capacity.memory_bytes
+        ):
+            if not self._release_idle(exclude=runner):
+                return False
+        self._cpu_used += cpu_fits
+        self._memory_used += memory
+        return True
+
+    def _release_idle(self, exclude: _Runner) -> bool:
+        """Stop one idle replica of the least recently used other model; False if none."""
+        candidates = [
+            r
+            for r in self._runners.values()
+            if r is not exclude
+            and r.idle
+            and not r.starting
+            and len(r.slots) > r.deployment.min_replicas
+        ]
+        if not candidates:
+            return False
+        victim = min(candidates, key=lambda r: r.last_used)
+        slot = min(victim.slots, key=lambda s: s.last_used)
+        self._spawn(self._close(victim, self._detach(victim, slot)))
+        if self._metrics is not None:
+            self._metrics.evicted(victim.model.name)
+        return True
+
+    async def _start_replica(self, runner: _Runner) -> bool:
+        if not self._reserve(runner):
+            return False
+        reserved_cpu = min(runner.deployment.cpu, self._backend.capacity().cpu)
+        reserved_memory = runner.deployment.memory_bytes or runner.memory_per_replica
+        runner.starting += 1
+        slot: _Slot | None = None
+        began = time.monotonic()
+        try:
+            replica = await self._backend.start_replica(
+                runner.model, runner.deployment, lambda: self._lost(runner)
+            )
+            measured = replica.memory_bytes
+            slot = _Slot(replica, reserved_cpu, measured, last_used=time.monotonic())
+        except OpenMaaSError as error:
+            runner.failure = error
+            log.warning("could not start %s: %s", runner.model.name, error.detail)
+        except Exception as error:
+            runner.failure = WorkerUnavailableError(f"{runner.model.name} failed to start")
+            log.exception("could not start %s: %s", runner.model.name, error)
+        finally:
+            runner.starting -= 1
+        if slot is None:
+            self._cpu_used -= reserved_cpu
+            self._memory_used -= reserved_memory
+            return False
+        self._memory_used += slot.memory - reserved_memory
+        runner.memory_per_replica = max(runner.memory_per_replica, slot.memory)
+        runner.failure = None
+        runner.slots.append(slot)
+        if self._runners.get(runner.model.key) is not runner:  # evicted while loading
+            await self._close(runner, self._detach(runner, slot))
+            return False
+        while self._memory_used > self._backend.capacity().memory_bytes:
+            if not self._release_idle(exclude=runner):
+                break
+        if self._metrics is not None:
+            self._metrics.cold_start(runner.model.name, time.monotonic() - began)
+            self._publish_replicas(runner)
+        return True
+
+    def _lost(self, runner: _Runner) -> None:
+        """A replica died on its own: the next dispatch replaces it."""
+        loop = asyncio.get_running_loop()
+        loop.call_soon(self._sweep_dead, runner)
+
+    def _sweep_dead(self, runner: _Runner) -> None:
+        for slot in [s for s in runner.slots if not s.replica.alive and not s.busy]:
+            self._replace(runner, slot)
+
+    def _replace(self, runner: _Runner, slot: _Slot) -> None:
+        if slot not in runner.slots:
+            return
+        self._spawn(self._close(runner, self._detach(runner, slot)))
+        if self._metrics is not None:
+            self._metrics.worker_restarted(runner.model.name)
+        if self._runners.get(runner.model.key) is runner and (
+            len(runner.queue) or len(runner.slots) < runner.deployment.min_replicas
+        ):
+            self._spawn(self._scale_up(runner))
+
+    async def _stop_slot(self, runner: _Runner, slot: _Slot) -> None:
+        await self._close(runner, self._detach(runner, slot))
+
+    def _detach(self, runner: _Runner, slot: _Slot) -> Replica | None:
+        """Take a slot out of service and give back what it held; the caller closes it."""
+        if slot not in runner.slots:
+            return None
+        runner.slots.remove(slot)
+        self._cpu_used -= slot.cpu
+        self._memory_used -= slot.memory
+        self._publish_replicas(runner)
+        return slot.replica
+
+    async def _close(self, runner: _Runner, replica: Replica | None) -> None:
+        if replica is None:
+            return
+        try:
+            await replica.close()
+        except Exception:
+            log.exception("closing a replica of %s failed", runner.model.name)
+
+    def _publish_replicas(self, runner: _Runner) -> None:
+        if self._metrics is None:
+            return
+        if runner.slots:
+            memory = sum(s.replica.memory_bytes for s in runner.slots)
+            self._metrics.set_loaded(runner.model.name, len(runner.slots), memory)
+        else:
+            self._metrics.set_unloaded(runner.model.name)
+
+    def _place_waiting(self) -> None:
+        """Models with queued work but no replica get a chance when capacity frees up."""
+        for runner in self._runners.values():
+            if len(runner.queue) and not runner.slots and not runner.starting:
+                self._spawn(self._scale_up(runner))
+
+    async def _stop_runner(self, runner: _Runner) -> None:
+        for slot in list(runner.slots):
+            await self._stop_slot(runner, slot)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, period: float = 0.25) -> None:
+        """Start the background scale-down of idle replicas."""
+        self._loop = asyncio.get_running_loop()
+        if self._ticker is None:
+            self._ticker = asyncio.get_running_loop().create_task(self._tick_forever(period))
+
+    async def _tick_forever(self, period: float) -> None:
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("engine tick failed")
+
+    async def tick(self) -> None:
+        """Scale idle replicas down, drop idle unpinned models, restore pinned minimums."""
+        now = time.monotonic()
+        for runner in list(self._runners.values()):
+            idle_slots = [s for s in runner.slots if not s.busy and not len(runner.queue)]
+            excess = len(runner.slots) - runner.deployment.min_replicas
+            for slot in sorted(idle_slots, key=lambda s: s.last_used)[: max(0, excess)]:
+                if now - slot.last_used >= runner.idle_seconds:
+                    await self._stop_slot(runner, slot)
+            live = sum(1 for s in runner.slots if s.replica.alive)
+            if live + runner.starting < runner.deployment.min_replicas:
+                self._spawn(self._scale_up(runner))
+            if not runner.slots and not runner.starting and runner.idle:
+                self._runners.pop(runner.model.key, None)
+            if self._metrics is not None:
+                self._metrics.set_queue_depth(runner.model.name, len(runner.queue))
+
+    async def drain(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for queued and running work to finish; True if it did."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if all(r.idle for r in self._runners.values()):
+                return True
+            await asyncio.sleep(0.01)
+        return all(r.idle for r in self._runners.values())
+
+    async def close(self) -> None:
+        """Fail queued work, stop every replica and the backend."""
+        self._closed = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+        for runner in list(self._runners.values()):
+            for item in runner.queue.drain():
+                self._fail(item, DrainingError("the server stopped"))
+            await self._stop_runner(runner)
+        self._runners.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        await self._backend.close()
+
+
+def deadline_after(seconds: float) -> float:
+    """A monotonic deadline ``seconds`` from now (inf for no limit)."""
+    return time.monotonic() + seconds if math.isfinite(seconds) else math.inf
