@@ -125,6 +125,7 @@ def build_services(settings: Settings) -> Services:
 
     def after_erasure(blob_keys: list[str]) -> None:
         engine.forget(blob_keys)
+        dataplane.forget(blob_keys)
         registry.invalidate()
         accounts.invalidate()
 

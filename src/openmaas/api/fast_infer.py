@@ -20,7 +20,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from openmaas.api.headers import security_headers, with_security_headers
 from openmaas.api.problems import openmaas_error_response, unexpected_error_response
-from openmaas.api.v2 import HEADER_LENGTH, parse_model_path
+from openmaas.api.v2 import HEADER_LENGTH, ModelPath, parse_model_path
 from openmaas.api.v2_codec import decode_request, encode_response
 from openmaas.errors import (
     BadRequestError,
@@ -50,6 +50,7 @@ class FastInfer:
         self.root = root
         self.services = services
         self.settings = services.settings
+        self._paths: dict[str, ModelPath] = {}  # parsed infer paths (pure, so cacheable)
 
     @staticmethod
     def handles(scope: Scope) -> bool:
@@ -78,7 +79,12 @@ class FastInfer:
     ) -> int:
         services = self.services
         try:
-            target = parse_model_path(path[len(_PREFIX) :])
+            target = self._paths.get(path)
+            if target is None:
+                target = parse_model_path(path[len(_PREFIX) :])
+                if len(self._paths) >= 10_000:
+                    self._paths.clear()
+                self._paths[path] = target
             if target.action != "infer":
                 raise MethodNotAllowedError("metadata and readiness take GET", allow="GET")
             body = await self._body(receive, headers)

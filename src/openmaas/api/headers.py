@@ -61,6 +61,8 @@ class SecurityHeadersMiddleware:
 
 def security_headers(scope: Scope, docs: bool = False) -> list[tuple[bytes, bytes]]:
     """The headers every response to ``scope`` carries (``docs``: the docs pages' policy)."""
+    if not docs and scope.get("scheme") != "https":
+        return list(_API_HEADERS)
     if docs:
         headers = [*_COMMON, (b"content-security-policy", DOCS_POLICY.encode())]
     else:

@@ -102,7 +102,9 @@ def _object(value: Any, where: str) -> dict[str, Any]:
 
 
 def _shape(value: Any, where: str) -> tuple[int, ...]:
-    if isinstance(value, list):
+    if type(value) is list and all(type(d) is int and d >= 0 for d in value):
+        pass  # the usual case, checked cheaply
+    elif isinstance(value, list):
         # The parser reads integers beyond 64 bits as floats: they are absurd sizes, which
         # the element check refuses as too large.
         value = [
@@ -217,6 +219,11 @@ def _typed_array(datatype: str, data: Any, where: str) -> np.ndarray:
 _FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
 
 
+def _all_finite(array: np.ndarray) -> bool:
+    """Whether every value is finite (the ufunc reduce skips numpy's Python-level wrapper)."""
+    return bool(np.logical_and.reduce(np.isfinite(array), axis=None))
+
+
 def _flat_floats(datatype: str, data: list[Any], where: str) -> np.ndarray | None:
     """A flat list of JSON numbers as a float array, converted in C; None if it is not one
     (nested, strings, nulls: the strict path then says what is wrong)."""
@@ -228,7 +235,7 @@ def _flat_floats(datatype: str, data: list[Any], where: str) -> np.ndarray | Non
         return wide
     with np.errstate(over="ignore"):
         narrow = wide.astype(DATATYPES[datatype])
-    if not np.isfinite(narrow).all():  # JSON has no infinities: these overflowed
+    if not _all_finite(narrow):  # JSON has no infinities: these overflowed
         raise InvalidInputError(
             f"{where}.data has values too large for {datatype}", field=f"{where}.data"
         )
@@ -408,7 +415,7 @@ def _json_data(tensor: Tensor) -> list[Any]:
             v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else str(v) for v in flat
         ]
     data: list[Any] = flat.tolist()
-    if flat.dtype.kind == "f" and not np.isfinite(flat).all():
+    if flat.dtype.kind == "f" and not _all_finite(flat):
         # NaN and infinities are not JSON: send null, as strict parsers require.
         return [v if math.isfinite(v) else None for v in data]
     return data

@@ -41,28 +41,34 @@ class Admission:
         Raises RateLimitedError or QuotaExceededError (both with ``retry_after``); a refused
         call is counted nowhere.
         """
-        self._check_rate(self._keys, ("key", principal.key_id), f"API key {principal.key_id}")
-        self._check_rate(
-            self._tenants, ("tenant", principal.tenant_id), f"tenant {principal.tenant_name!r}"
-        )
-        quotas: list[tuple[str, int | None, str]] = [
-            (f"key:{principal.key_id}", self._key_daily, f"API key {principal.key_id}"),
-            (
-                f"tenant:{principal.tenant_id}",
-                self._tenant_daily,
-                f"tenant {principal.tenant_name!r}",
-            ),
-        ]
-        if grant_id is not None:
-            shared = f"the share of {model!r} with this tenant"
-            if self._grants is not None:
-                self._check_rate(self._grants, ("grant", grant_id), shared)
-            quotas.append((f"grant:{grant_id}", grant_quota_per_day, shared))
-        counted = [(scope, limit) for scope, limit, _ in quotas if limit is not None]
+        wait = self._keys.take(("key", principal.key_id))
+        if wait:
+            raise _rate_error(f"API key {principal.key_id}", wait)
+        wait = self._tenants.take(("tenant", principal.tenant_id))
+        if wait:
+            raise _rate_error(f"tenant {principal.tenant_name!r}", wait)
+        if grant_id is not None and self._grants is not None:
+            wait = self._grants.take(("grant", grant_id))
+            if wait:
+                raise _rate_error(f"the share of {model!r} with this tenant", wait)
+        counted: list[tuple[str, int]] = []
+        if self._key_daily is not None:
+            counted.append((f"key:{principal.key_id}", self._key_daily))
+        if self._tenant_daily is not None:
+            counted.append((f"tenant:{principal.tenant_id}", self._tenant_daily))
+        if grant_id is not None and grant_quota_per_day is not None:
+            counted.append((f"grant:{grant_id}", grant_quota_per_day))
+        if not counted:
+            return
         exhausted = self._meter.try_consume_all(counted)
         if exhausted is not None:
             scope, limit = exhausted
-            what = next(label for s, _, label in quotas if s == scope)
+            kind = scope.partition(":")[0]
+            what = {
+                "key": f"API key {principal.key_id}",
+                "tenant": f"tenant {principal.tenant_name!r}",
+                "grant": f"the share of {model!r} with this tenant",
+            }[kind]
             wait = seconds_until_tomorrow(self._meter.now())
             raise QuotaExceededError(
                 f"{what} has used its daily quota of {limit} requests; it resets at "
@@ -70,10 +76,8 @@ class Admission:
                 retry_after=wait,
             )
 
-    @staticmethod
-    def _check_rate(limiter: RateLimiter, name: tuple[str, int | str], what: str) -> None:
-        wait = limiter.take(name)
-        if wait:
-            raise RateLimitedError(
-                f"{what} is over its request rate; retry in {wait:.2f} s", retry_after=wait
-            )
+
+def _rate_error(what: str, wait: float) -> RateLimitedError:
+    return RateLimitedError(
+        f"{what} is over its request rate; retry in {wait:.2f} s", retry_after=wait
+    )

@@ -8,6 +8,7 @@ last second of counts, never more.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -36,7 +37,9 @@ class UsageMeter:
 
     def __init__(self, db: Database, clock: Callable[[], datetime] | None = None) -> None:
         self._db = db
+        self._system_clock = clock is None
         self._clock = clock or (lambda: datetime.now(UTC))
+        self._day_ends = 0.0  # with the system clock: when the cached day is over (epoch s)
         self._counts: dict[tuple[str, str], int] = {}
         self._dirty: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
@@ -44,7 +47,11 @@ class UsageMeter:
 
     def _today(self) -> str:
         """The UTC day of the clock, formatted once per day (it runs on every request)."""
-        date = self._clock().astimezone(UTC).date()
+        if self._system_clock and time.time() < self._day_ends:
+            return self._day[1]
+        now = self._clock().astimezone(UTC)
+        date = now.date()
+        self._day_ends = time.time() + seconds_until_tomorrow(now)
         if self._day[0] != date:
             self._day = (date, date.isoformat())
         return self._day[1]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from openmaas.errors import OpenMaaSError, RateLimitedError, RequestValidationError
@@ -24,6 +25,15 @@ if TYPE_CHECKING:
 from openmaas.serving.validation import validate_request
 
 __all__ = ["DataPlane"]
+
+
+@dataclass
+class _Plan:
+    resolved: ResolvedVersion  # the latest resolution: loads use its current key material
+    handle: ModelHandle
+    batchable: bool  # every input and output has a dynamic first dimension
+    outputs: list[str]  # the signature's outputs, answered when none are asked for
+    version: str
 
 
 class DataPlane:
@@ -44,15 +54,46 @@ class DataPlane:
         self._admission = admission
         self._default_timeout = default_timeout
         self._metrics = metrics
+        self._plans: dict[str, _Plan] = {}
 
     def handle(self, resolved: ResolvedVersion) -> ModelHandle:
         """How the engine loads this version."""
-        return ModelHandle(
-            key=resolved.blob_sha256 or f"{resolved.model_id}:{resolved.version}",
-            name=f"{resolved.model_id}:{resolved.version}",
-            format=resolved.format,
-            fetch=lambda: self._registry.load_artifact(resolved),
-        )
+        return self._plan(resolved).handle
+
+    def _plan(self, resolved: ResolvedVersion) -> _Plan:
+        """What every request to this version shares, worked out once per version."""
+        key = resolved.blob_sha256 or f"{resolved.model_id}:{resolved.version}"
+        plan = self._plans.get(key)
+        if plan is not None:
+            plan.resolved = resolved
+        else:
+            signature = resolved.signature
+
+            def fetch() -> bytes:
+                assert plan is not None  # noqa: S101 - set before any load
+                return self._registry.load_artifact(plan.resolved)
+
+            plan = _Plan(
+                resolved,
+                ModelHandle(
+                    key=key,
+                    name=f"{resolved.model_id}:{resolved.version}",
+                    format=resolved.format,
+                    fetch=fetch,
+                ),
+                all(t.shape[:1] == (-1,) for t in signature.inputs + signature.outputs),
+                [spec.name for spec in signature.outputs],
+                str(resolved.version),
+            )
+            if len(self._plans) >= 10_000:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
+
+    def forget(self, keys: list[str]) -> None:
+        """Drop what was worked out for these versions (after an erasure)."""
+        for key in keys:
+            self._plans.pop(key, None)
 
     def deadline(self, timeout: object) -> float:
         """The monotonic deadline for a requested timeout in seconds (None: the default)."""
@@ -114,11 +155,12 @@ class DataPlane:
             )
         resolved = self._registry.resolve(principal, ref, version)  # 404 before 403
         require(principal, Action.INFER)
-        handle = self.handle(resolved)
+        plan = self._plan(resolved)
+        handle = plan.handle
         started = time.perf_counter()
         status = 500
         try:
-            response = await self._run(principal, resolved, handle, request, deadline, priority)
+            response = await self._run(principal, resolved, plan, request, deadline, priority)
             status = 200
             return response
         except OpenMaaSError as error:
@@ -134,7 +176,7 @@ class DataPlane:
         self,
         principal: Principal,
         resolved: ResolvedVersion,
-        handle: ModelHandle,
+        plan: _Plan,
         request: InferenceRequest,
         deadline: float,
         priority: str,
@@ -144,11 +186,9 @@ class DataPlane:
                 principal, resolved.grant_id, resolved.grant_quota_per_day, resolved.model_id
             )
         validate_request(resolved.signature, request)
-        signature = resolved.signature
-        names = [o.name for o in request.outputs] or [spec.name for spec in signature.outputs]
-        batchable = all(t.shape[:1] == (-1,) for t in signature.inputs + signature.outputs)
+        names = [o.name for o in request.outputs] or plan.outputs
         arrays = await self._engine.submit(
-            handle,
+            plan.handle,
             resolved.deployment,
             principal.tenant_name,
             {t.name: t.array for t in request.inputs},
@@ -156,7 +196,7 @@ class DataPlane:
             deadline=deadline,
             weight=resolved.weight,
             priority=PRIORITIES[priority],
-            batchable=batchable,
+            batchable=plan.batchable,
         )
         outputs = [
             Tensor(
@@ -169,7 +209,7 @@ class DataPlane:
         ]
         return InferenceResponse(
             model_name=resolved.model_id,
-            model_version=str(resolved.version),
+            model_version=plan.version,
             outputs=outputs,
             id=request.id,
         )

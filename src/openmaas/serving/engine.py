@@ -246,7 +246,7 @@ class Engine:
                 self._idle_seconds(deployment),
             )
             self._runners[model.key] = runner
-        elif runner.deployment != deployment:
+        elif runner.deployment is not deployment and runner.deployment != deployment:
             runner.deployment = deployment
             runner.queue.capacity = deployment.max_queue or self._defaults.max_queue
             runner.max_batch = deployment.max_batch_size or self._defaults.max_batch_size
@@ -468,10 +468,16 @@ class Engine:
         if self._metrics is None:
             return
         name = runner.model.name
-        self._metrics.observe_batch(name, int(sum(item.cost for item in items)))
         total = sum(item.cost for item in items)
+        self._metrics.observe_batch(name, int(total))
+        served: dict[str, list[float]] = {}  # tenant -> [requests, rows]
         for item in items:
-            self._metrics.served(item.tenant, name, int(item.cost), seconds * item.cost / total)
+            counts = served.setdefault(item.tenant, [0, 0.0])
+            counts[0] += 1
+            counts[1] += item.cost
+        for tenant, (requests, rows) in served.items():
+            share = seconds * rows / total
+            self._metrics.served(tenant, name, int(rows), share, int(requests))
 
     # ------------------------------------------------------------------ replicas
 

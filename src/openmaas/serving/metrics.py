@@ -220,13 +220,13 @@ class EngineMetrics:
         """Observe the size of a batch sent to ``model``."""
         self._model(model).batch_size.observe(size)
 
-    def served(self, tenant: str, model: str, rows: int, seconds: float) -> None:
-        """Account one served request to ``tenant``: rows and compute seconds."""
+    def served(self, tenant: str, model: str, rows: int, seconds: float, requests: int = 1) -> None:
+        """Account served requests to ``tenant``: their count, rows and compute seconds."""
         key = (tenant, model)
         children = self._by_tenant.by_key.get(key)
         if children is None:
             children = self._by_tenant.get(key)
-        children[0].inc()
+        children[0].inc(requests)
         children[1].inc(rows)
         children[2].inc(seconds)
 
