@@ -230,11 +230,12 @@ def load_harness_targets(work: Path) -> list[Any]:
 def check_venvs(args: argparse.Namespace, peers: list[str], work: Path) -> None:
     """Every venv the run needs exists, or is created with ``--setup``."""
     targets = {t.name: t for t in load_harness_targets(work)}
-    unknown = [p for p in peers if p not in targets]
+    ours = {"openmaas-process"}  # variants in openmaas_target.py, run from this checkout's venv
+    unknown = [p for p in peers if p not in targets and p not in ours]
     if unknown:
         known = ", ".join(n for n, t in targets.items() if t.role in PEER_ROLES)
         raise HarnessError(f"unknown peer(s) {', '.join(unknown)}; choose from {known}")
-    needed = ["base", *dict.fromkeys(targets[p].venv or "base" for p in peers)]
+    needed = ["base", *dict.fromkeys(targets[p].venv or "base" for p in peers if p not in ours)]
     missing = [v for v in dict.fromkeys(needed) if not (args.venvs / v / "bin" / "python").exists()]
     if missing and args.setup:
         print(f"creating venvs {', '.join(missing)} (setup_envs.sh)", flush=True)
@@ -343,7 +344,11 @@ def _ratio(a: Point | None, b: Point | None) -> str:
 def _best(
     points: dict[tuple[str, str, int], Point], names: Iterable[str], shape: str, conc: int
 ) -> tuple[str, Point] | None:
-    found = [(n, points[(n, shape, conc)]) for n in names if (n, shape, conc) in points]
+    found = [
+        (n, points[(n, shape, conc)])
+        for n in names
+        if (n, shape, conc) in points and not n.startswith("openmaas")  # ours are no peers
+    ]
     return max(found, key=lambda item: item[1].rps) if found else None
 
 
