@@ -127,7 +127,9 @@ async def openmaas_error_response(request: Request, exc: Exception) -> JSONRespo
     assert isinstance(exc, OpenMaaSError)  # noqa: S101 - registered for this type only
     if exc.status in (401, 403):
         await _audit_denial(request, exc)
-    if exc.status >= 500:
+    if exc.status >= 500 and not isinstance(exc, ServiceUnavailableError):
+        # 503s are the expected answer to overload or a drain: metrics count them, and a
+        # log line each would cost the most when the server has the least to spare.
         log.error("%s %s failed: %s", request.method, request.url.path, exc.detail)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     if isinstance(exc, RateLimitedError | ServiceUnavailableError):

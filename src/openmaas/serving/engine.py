@@ -215,8 +215,8 @@ class Engine:
                 retry_after=retry,
             )
         return OverloadedError(
-            f"{name} cannot answer before the request's deadline (about {retry:.2f} s of "
-            "work is queued); retry later or allow a longer timeout",
+            f"{name} cannot answer before the request's deadline (about {wait or retry:.2f} s of "
+            "work, this request's included, is ahead); retry later or allow a longer timeout",
             retry_after=retry,
         )
 
