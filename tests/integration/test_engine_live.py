@@ -203,3 +203,29 @@ def test_a_client_that_disconnects_has_its_queued_work_dropped(tmp_path: Path) -
         time.sleep(0.5)
         rows = _metric(server, "openmaas_tenant_rows_total", tenant="admin")
         assert rows == 1024  # the 10 that left never ran
+
+
+def test_a_small_memory_budget_evicts_idle_models_and_keeps_the_pinned_one(
+    tmp_path: Path,
+) -> None:
+    # Each model holds a 1024x1024 float32 matrix (4 MiB; measured 4.2 MB loaded here): the
+    # budget holds the pinned one and one or two others, never all four.
+    budget = 14 * 1024 * 1024
+    env = {"OPENMAAS_MEMORY_BUDGET_BYTES": str(budget)}
+    with live_server(tmp_path / "data", demo_models=False, env=env) as server:
+        x = np.ones((1, 4), np.float32)
+        with Client(server.url, server.admin_key) as client:
+            for name in ("pinned", "a", "b", "c"):
+                client.publish(slow_model(width=1024, layers=1), name)
+            client.set_deployment("admin/pinned", min_replicas=1)
+            deadline = time.monotonic() + 30
+            while not _metric(server, "openmaas_model_replicas", model="admin/pinned:1"):
+                assert time.monotonic() < deadline, "the pinned model was not loaded"
+                time.sleep(0.1)
+            for name in ("a", "b", "c", "a", "b", "c"):
+                assert client.infer(f"admin/{name}", {"x": x})["y"][0][0] == 4
+        assert _metric(server, "openmaas_model_replicas", model="admin/pinned:1") == 1
+        assert _metric(server, "openmaas_evictions_total") >= 3
+        assert _metric(server, "openmaas_evictions_total", model="admin/pinned:1") == 0
+        loaded = _metric(server, "openmaas_model_memory_bytes")
+        assert 0 < loaded <= budget

@@ -556,9 +556,16 @@ class Engine:
         if self._runners.get(runner.model.key) is not runner:  # evicted while loading
             await self._close(runner, self._detach(runner, slot))
             return False
-        while self._memory_used > self._backend.capacity().memory_bytes:
+        budget = self._backend.capacity().memory_bytes
+        while self._memory_used > budget:
             if not self._release_idle(exclude=runner):
-                break
+                await self._close(runner, self._detach(runner, slot))
+                runner.failure = OverloadedError(
+                    f"{runner.model.name} needs {slot.memory} bytes of memory and the "
+                    f"budget has no room for it now (OPENMAAS_MEMORY_BUDGET_BYTES is {budget}); "
+                    "retry when other models are idle"
+                )
+                return False
         if self._metrics is not None:
             self._metrics.cold_start(runner.model.name, time.monotonic() - began)
             self._publish_replicas(runner)

@@ -314,3 +314,19 @@ def test_drain_waits_for_queued_work_and_close_refuses_new() -> None:
         assert refused.value.retry_after >= 1
 
     asyncio.run(main())
+
+
+def test_a_model_the_memory_budget_cannot_hold_is_refused_not_overcommitted() -> None:
+    backend = EchoBackend(memory=250)
+    backend.replica_memory = 300
+    engine = Engine(backend)
+
+    async def main() -> None:
+        with pytest.raises(OverloadedError) as refused:
+            await _submit(engine, 1)
+        assert "OPENMAAS_MEMORY_BUDGET_BYTES" in refused.value.detail
+        assert engine.memory_used == 0
+        assert not engine.is_loaded("m")
+
+    asyncio.run(main())
+    assert backend.closed == 1
