@@ -219,9 +219,7 @@ def _typed_array(datatype: str, data: Any, where: str) -> np.ndarray:
 _FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
 
 
-def _all_finite(array: np.ndarray) -> bool:
-    """Whether every value is finite (the ufunc reduce skips numpy's Python-level wrapper)."""
-    return bool(np.logical_and.reduce(np.isfinite(array), axis=None))
+_FLOAT_MAX = {"FP16": float(np.finfo(np.float16).max), "FP32": float(np.finfo(np.float32).max)}
 
 
 def _flat_floats(datatype: str, data: list[Any], where: str) -> np.ndarray | None:
@@ -231,15 +229,11 @@ def _flat_floats(datatype: str, data: list[Any], where: str) -> np.ndarray | Non
         wide = np.fromiter(data, np.float64, len(data))
     except (TypeError, ValueError, OverflowError):
         return None
-    if datatype == "FP64":
-        return wide
-    with np.errstate(over="ignore"):
-        narrow = wide.astype(DATATYPES[datatype])
-    if not _all_finite(narrow):  # JSON has no infinities: these overflowed
-        raise InvalidInputError(
-            f"{where}.data has values too large for {datatype}", field=f"{where}.data"
-        )
-    return narrow
+    if datatype == "FP64" or not len(wide):
+        return wide if datatype == "FP64" else wide.astype(DATATYPES[datatype])
+    if not np.maximum.reduce(np.abs(wide)) <= _FLOAT_MAX[datatype]:
+        return None  # a null (NaN here) or a value too large: the strict path says which
+    return wide.astype(DATATYPES[datatype])
 
 
 def _json_array(
@@ -415,7 +409,7 @@ def _json_data(tensor: Tensor) -> list[Any]:
             v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else str(v) for v in flat
         ]
     data: list[Any] = flat.tolist()
-    if flat.dtype.kind == "f" and not _all_finite(flat):
+    if flat.dtype.kind == "f" and not np.isfinite(flat).all():
         # NaN and infinities are not JSON: send null, as strict parsers require.
         return [v if math.isfinite(v) else None for v in data]
     return data
