@@ -16,7 +16,6 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -34,6 +33,7 @@ from openmaas.errors import (
 from openmaas.serving.backends.base import Backend, ModelHandle, Replica
 from openmaas.serving.batching import BatchKey, batch_key, merge, rows_of, split
 from openmaas.serving.deployment import Deployment
+from openmaas.serving.runner import EngineDefaults, Runner, Slot, Work
 from openmaas.serving.scheduler import INTERACTIVE, FairQueue, QueueFullError, WorkItem
 
 if TYPE_CHECKING:
@@ -42,60 +42,6 @@ if TYPE_CHECKING:
 __all__ = ["Engine", "EngineDefaults", "Work", "deadline_after"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EngineDefaults:
-    """Server-wide defaults for what a deployment leaves unset."""
-
-    max_batch_size: int = 32
-    max_queue: int = 256
-    idle_seconds: float = 300.0
-
-
-@dataclass(eq=False)
-class Work:
-    """What a queued item carries."""
-
-    inputs: Mapping[str, np.ndarray]
-    outputs: Sequence[str]
-    key: BatchKey | None
-    future: asyncio.Future[dict[str, np.ndarray]]
-
-
-@dataclass(eq=False)
-class _Slot:
-    replica: Replica
-    cpu: float  # what the slot holds of the engine's accounting
-    memory: int
-    busy: bool = False
-    last_used: float = 0.0
-
-
-@dataclass(eq=False)
-class _Runner:
-    """One model version's queue and replicas."""
-
-    model: ModelHandle
-    deployment: Deployment
-    queue: FairQueue
-    max_batch: int
-    idle_seconds: float
-    slots: list[_Slot] = field(default_factory=list)
-    starting: int = 0
-    seconds_per_row: float = 0.0  # exponentially weighted, from finished batches
-    memory_per_replica: int = 0
-    last_used: float = 0.0
-    dispatch_pending: bool = False
-    failure: OpenMaaSError | None = None  # why the last start failed (for queued work)
-
-    @property
-    def idle(self) -> bool:
-        return not len(self.queue) and not any(s.busy for s in self.slots)
-
-    @property
-    def pinned(self) -> bool:
-        return self.deployment.min_replicas > 0
 
 
 class Engine:
@@ -110,9 +56,10 @@ class Engine:
         self._backend = backend
         self._defaults = defaults or EngineDefaults()
         self._metrics = metrics
-        self._runners: dict[str, _Runner] = {}
+        self._runners: dict[str, Runner] = {}
         self._cpu_used = 0.0
         self._memory_used = 0
+        self._gpu_used = 0
         self._closed = False
         self._ticker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -165,7 +112,7 @@ class Engine:
             if timer is not None:
                 timer.cancel()
 
-    def _expire(self, runner: _Runner, item: WorkItem, seconds: float) -> None:
+    def _expire(self, runner: Runner, item: WorkItem, seconds: float) -> None:
         """The deadline passed, queued or running: answer 504 now, drop the work."""
         if item.payload.future.done():
             return
@@ -180,7 +127,7 @@ class Engine:
         )
 
     def _admit_by_deadline(
-        self, runner: _Runner, tenant: str, weight: float, rows: int, now: float, deadline: float
+        self, runner: Runner, tenant: str, weight: float, rows: int, now: float, deadline: float
     ) -> None:
         """Refuse at once what cannot finish in time, given the work queued ahead of it."""
         if not runner.seconds_per_row:
@@ -197,7 +144,7 @@ class Engine:
         raise self._refusal(runner, reason, tenant, wait)
 
     def _refusal(
-        self, runner: _Runner, reason: str, tenant: str, wait: float | None = None
+        self, runner: Runner, reason: str, tenant: str, wait: float | None = None
     ) -> OpenMaaSError:
         self._reject(runner, "queue_full" if reason == "full" else reason)
         retry = max(1.0, wait if wait is not None else self._backlog_seconds(runner))
@@ -220,10 +167,10 @@ class Engine:
             retry_after=retry,
         )
 
-    def _backlog_seconds(self, runner: _Runner) -> float:
+    def _backlog_seconds(self, runner: Runner) -> float:
         return len(runner.queue) * runner.seconds_per_row / max(1, len(runner.slots))
 
-    def _reject(self, runner: _Runner, reason: str) -> None:
+    def _reject(self, runner: Runner, reason: str) -> None:
         if self._metrics is not None:
             self._metrics.rejected(runner.model.name, reason)
 
@@ -235,10 +182,10 @@ class Engine:
 
     # ------------------------------------------------------------------ runners
 
-    def _runner(self, model: ModelHandle, deployment: Deployment) -> _Runner:
+    def _runner(self, model: ModelHandle, deployment: Deployment) -> Runner:
         runner = self._runners.get(model.key)
         if runner is None:
-            runner = _Runner(
+            runner = Runner(
                 model,
                 deployment,
                 FairQueue(deployment.max_queue or self._defaults.max_queue),
@@ -317,13 +264,13 @@ class Engine:
 
     # ------------------------------------------------------------------ dispatch
 
-    def _schedule_dispatch(self, runner: _Runner) -> None:
+    def _schedule_dispatch(self, runner: Runner) -> None:
         """Dispatch after the requests readable in this loop turn have queued too."""
         if not runner.dispatch_pending:
             runner.dispatch_pending = True
             asyncio.get_running_loop().call_soon(self._dispatch, runner)
 
-    def _dispatch(self, runner: _Runner) -> None:
+    def _dispatch(self, runner: Runner) -> None:
         runner.dispatch_pending = False
         if self._runners.get(runner.model.key) is not runner:
             return
@@ -342,7 +289,7 @@ class Engine:
         if len(runner.queue) and self._wants_replica(runner):
             self._spawn(self._scale_up(runner))
 
-    def _run_now(self, runner: _Runner, slot: _Slot, items: list[WorkItem]) -> bool:
+    def _run_now(self, runner: Runner, slot: Slot, items: list[WorkItem]) -> bool:
         """Run a batch right here if the replica says that is cheapest; False if not."""
         live = [item for item in items if not item.dropped and not item.payload.future.done()]
         if not live:
@@ -371,7 +318,7 @@ class Engine:
         self._finished(runner, slot, live, started)
         return True
 
-    def _wants_replica(self, runner: _Runner) -> bool:
+    def _wants_replica(self, runner: Runner) -> bool:
         live = sum(1 for s in runner.slots if s.replica.alive)
         if live + runner.starting >= runner.deployment.max_replicas:
             return False
@@ -379,7 +326,7 @@ class Engine:
             return False  # one start at a time per model
         return not live or all(s.busy for s in runner.slots if s.replica.alive)
 
-    def _take_batch(self, runner: _Runner) -> list[WorkItem]:
+    def _take_batch(self, runner: Runner) -> list[WorkItem]:
         now = time.monotonic()
         batch: list[WorkItem] = []
         rows = 0.0
@@ -410,7 +357,7 @@ class Engine:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run_batch(self, runner: _Runner, slot: _Slot, batch: list[WorkItem]) -> None:
+    async def _run_batch(self, runner: Runner, slot: Slot, batch: list[WorkItem]) -> None:
         started = time.monotonic()
         live = [item for item in batch if not item.dropped and not item.payload.future.done()]
         try:
@@ -422,9 +369,7 @@ class Engine:
             self._dispatch(runner)
             self._place_waiting()
 
-    def _finished(
-        self, runner: _Runner, slot: _Slot, items: list[WorkItem], started: float
-    ) -> None:
+    def _finished(self, runner: Runner, slot: Slot, items: list[WorkItem], started: float) -> None:
         """Learn the model's speed from a finished batch and count the work served."""
         finished = time.monotonic()
         slot.last_used = runner.last_used = finished
@@ -435,7 +380,7 @@ class Engine:
         runner.seconds_per_row = per_row if not previous else previous * 0.8 + per_row * 0.2
         self._record(runner, items, finished - started)
 
-    async def _execute(self, runner: _Runner, slot: _Slot, items: list[WorkItem]) -> None:
+    async def _execute(self, runner: Runner, slot: Slot, items: list[WorkItem]) -> None:
         works: list[Work] = [item.payload for item in items]
         outputs = works[0].outputs
         try:
@@ -464,7 +409,7 @@ class Engine:
             if not work.future.done():
                 work.future.set_result(part)
 
-    def _record(self, runner: _Runner, items: list[WorkItem], seconds: float) -> None:
+    def _record(self, runner: Runner, items: list[WorkItem], seconds: float) -> None:
         if self._metrics is None:
             return
         name = runner.model.name
@@ -481,30 +426,39 @@ class Engine:
 
     # ------------------------------------------------------------------ replicas
 
-    async def _scale_up(self, runner: _Runner) -> None:
+    async def _scale_up(self, runner: Runner) -> None:
         started = await self._start_replica(runner)
         if not started and not runner.slots and runner.failure is not None:
             for item in runner.queue.drain():
                 self._fail(item, runner.failure)
         self._dispatch(runner)
 
-    def _reserve(self, runner: _Runner) -> bool:
+    def _reserve(self, runner: Runner) -> bool:
         """Claim cores and memory for one more replica, evicting idle models if needed."""
         capacity = self._backend.capacity()
         cpu = runner.deployment.cpu
         memory = runner.deployment.memory_bytes or runner.memory_per_replica
         cpu_fits = min(cpu, capacity.cpu)  # a replica wider than the machine gets all of it
+        gpu = runner.deployment.gpu
+        if gpu > capacity.gpu:
+            runner.failure = OverloadedError(
+                f"{runner.model.name} needs {gpu} GPU(s) per replica and this server has "
+                f"{capacity.gpu}; lower the deployment's gpu or serve it where GPUs are"
+            )
+            return False
         while (
             self._cpu_used + cpu_fits > capacity.cpu + 1e-9
             or self._memory_used + memory > capacity.memory_bytes
+            or self._gpu_used + gpu > capacity.gpu
         ):
             if not self._release_idle(exclude=runner):
                 return False
         self._cpu_used += cpu_fits
         self._memory_used += memory
+        self._gpu_used += gpu
         return True
 
-    def _release_idle(self, exclude: _Runner) -> bool:
+    def _release_idle(self, exclude: Runner) -> bool:
         """Stop one idle replica of the least recently used other model; False if none."""
         candidates = [
             r
@@ -523,20 +477,21 @@ class Engine:
             self._metrics.evicted(victim.model.name)
         return True
 
-    async def _start_replica(self, runner: _Runner) -> bool:
+    async def _start_replica(self, runner: Runner) -> bool:
         if not self._reserve(runner):
             return False
         reserved_cpu = min(runner.deployment.cpu, self._backend.capacity().cpu)
         reserved_memory = runner.deployment.memory_bytes or runner.memory_per_replica
+        reserved_gpu = runner.deployment.gpu
         runner.starting += 1
-        slot: _Slot | None = None
+        slot: Slot | None = None
         began = time.monotonic()
         try:
             replica = await self._backend.start_replica(
                 runner.model, runner.deployment, lambda: self._lost(runner)
             )
             measured = replica.memory_bytes
-            slot = _Slot(replica, reserved_cpu, measured, last_used=time.monotonic())
+            slot = Slot(replica, reserved_cpu, measured, reserved_gpu, last_used=time.monotonic())
         except OpenMaaSError as error:
             runner.failure = error
             log.warning("could not start %s: %s", runner.model.name, error.detail)
@@ -548,6 +503,7 @@ class Engine:
         if slot is None:
             self._cpu_used -= reserved_cpu
             self._memory_used -= reserved_memory
+            self._gpu_used -= reserved_gpu
             return False
         self._memory_used += slot.memory - reserved_memory
         runner.memory_per_replica = max(runner.memory_per_replica, slot.memory)
@@ -571,16 +527,16 @@ class Engine:
             self._publish_replicas(runner)
         return True
 
-    def _lost(self, runner: _Runner) -> None:
+    def _lost(self, runner: Runner) -> None:
         """A replica died on its own: the next dispatch replaces it."""
         loop = asyncio.get_running_loop()
         loop.call_soon(self._sweep_dead, runner)
 
-    def _sweep_dead(self, runner: _Runner) -> None:
+    def _sweep_dead(self, runner: Runner) -> None:
         for slot in [s for s in runner.slots if not s.replica.alive and not s.busy]:
             self._replace(runner, slot)
 
-    def _replace(self, runner: _Runner, slot: _Slot) -> None:
+    def _replace(self, runner: Runner, slot: Slot) -> None:
         if slot not in runner.slots:
             return
         self._spawn(self._close(runner, self._detach(runner, slot)))
@@ -591,20 +547,21 @@ class Engine:
         ):
             self._spawn(self._scale_up(runner))
 
-    async def _stop_slot(self, runner: _Runner, slot: _Slot) -> None:
+    async def _stop_slot(self, runner: Runner, slot: Slot) -> None:
         await self._close(runner, self._detach(runner, slot))
 
-    def _detach(self, runner: _Runner, slot: _Slot) -> Replica | None:
+    def _detach(self, runner: Runner, slot: Slot) -> Replica | None:
         """Take a slot out of service and give back what it held; the caller closes it."""
         if slot not in runner.slots:
             return None
         runner.slots.remove(slot)
         self._cpu_used -= slot.cpu
         self._memory_used -= slot.memory
+        self._gpu_used -= slot.gpu
         self._publish_replicas(runner)
         return slot.replica
 
-    async def _close(self, runner: _Runner, replica: Replica | None) -> None:
+    async def _close(self, runner: Runner, replica: Replica | None) -> None:
         if replica is None:
             return
         try:
@@ -612,7 +569,7 @@ class Engine:
         except Exception:
             log.exception("closing a replica of %s failed", runner.model.name)
 
-    def _publish_replicas(self, runner: _Runner) -> None:
+    def _publish_replicas(self, runner: Runner) -> None:
         if self._metrics is None:
             return
         if runner.slots:
@@ -627,7 +584,7 @@ class Engine:
             if len(runner.queue) and not runner.slots and not runner.starting:
                 self._spawn(self._scale_up(runner))
 
-    async def _stop_runner(self, runner: _Runner) -> None:
+    async def _stop_runner(self, runner: Runner) -> None:
         for slot in list(runner.slots):
             await self._stop_slot(runner, slot)
 

@@ -330,3 +330,15 @@ def test_a_model_the_memory_budget_cannot_hold_is_refused_not_overcommitted() ->
 
     asyncio.run(main())
     assert backend.closed == 1
+
+
+def test_a_deployment_asking_for_more_gpus_than_the_machine_has_is_refused() -> None:
+    engine = Engine(EchoBackend())  # no GPUs
+
+    async def main() -> None:
+        with pytest.raises(OverloadedError) as refused:
+            await _submit(engine, 1, deployment=Deployment(gpu=1))
+        assert "GPU" in refused.value.detail
+        assert engine.replicas("m") == 0
+
+    asyncio.run(main())
