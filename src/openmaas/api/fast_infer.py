@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.requests import Request
@@ -61,7 +61,7 @@ class FastInfer:
         path: str = scope["path"]
         if not path.startswith(_PREFIX) or not path.endswith("/infer"):
             return False
-        return all(name != b"content-encoding" for name, _ in scope["headers"])
+        return b"content-encoding" not in dict(scope["headers"])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -101,16 +101,11 @@ class FastInfer:
                 max_elements=settings.max_tensor_elements,
                 max_depth=settings.max_json_depth,
             )
-            response = await _until_disconnect(
-                services.dataplane.infer(
-                    principal,
-                    target.model,
-                    request,
-                    target.version,
-                    _timeout(headers),
-                ),
-                receive,
+            gone = _disconnect_flag(receive)
+            work = services.dataplane.infer(
+                principal, target.model, request, target.version, _timeout(headers), None, gone
             )
+            response = await (work if gone is not None else _until_disconnect(work, receive))
             payload, json_length = encode_response(response, request)
         except asyncio.CancelledError:
             return 499  # the client went away; nothing to answer
@@ -185,6 +180,19 @@ def _timeout(headers: dict[bytes, bytes]) -> float | None:
         raise BadRequestError(
             "X-Request-Timeout must be a number of seconds, e.g. 0.5", field="X-Request-Timeout"
         ) from None
+
+
+def _disconnect_flag(receive: Receive) -> Callable[[], bool] | None:
+    """A cheap poll of whether the client went away, where the server keeps one.
+
+    uvicorn's ``receive`` belongs to a request cycle whose ``disconnected`` flag it sets when
+    the connection drops; polling it when the work's turn comes saves a watcher task per
+    request. Other servers get the watcher (``_until_disconnect``).
+    """
+    cycle: Any = getattr(receive, "__self__", None)
+    if not isinstance(getattr(cycle, "disconnected", None), bool):
+        return None
+    return lambda: bool(cycle.disconnected)
 
 
 async def _until_disconnect(work: Coroutine[Any, Any, T], receive: Receive) -> T:

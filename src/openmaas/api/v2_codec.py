@@ -292,9 +292,46 @@ def _binary_array(datatype: str, shape: tuple[int, ...], raw: bytes, where: str)
     return array.reshape(shape)
 
 
+_PLAIN_KEYS = frozenset({"name", "datatype", "shape", "data"})
+
+
+def _plain_float_input(item: Any, max_elements: int) -> Tensor | None:
+    """The common input, checked and converted in a few C calls: a name, a float datatype,
+    a small shape and a flat list of exactly that many numbers. None for anything else (the
+    strict path then decodes it, or says what is wrong)."""
+    if type(item) is not dict or not _PLAIN_KEYS.issuperset(item):
+        return None
+    name, datatype, shape, data = (
+        item.get("name"),
+        item.get("datatype"),
+        item.get("shape"),
+        item.get("data"),
+    )
+    if type(name) is not str or not name or datatype not in _FLOAT_TYPES:
+        return None
+    if type(shape) is not list or len(shape) > _MAX_DIMS or type(data) is not list:
+        return None
+    count = 1
+    for dim in shape:
+        if type(dim) is not int or dim < 0 or dim > _MAX_DIM:
+            return None
+        count *= dim
+    if count > max_elements or len(data) != count:
+        return None
+    floats = _flat_floats(datatype, data, name)
+    if floats is None:
+        return None
+    dims = tuple(shape)
+    return Tensor(name, datatype, dims, floats.reshape(dims))
+
+
 def _decode_input(
     item: Any, index: int, binary: memoryview, offset: int, max_elements: int, fast: bool
 ) -> tuple[Tensor, int]:
+    if fast:
+        plain = _plain_float_input(item, max_elements)
+        if plain is not None:
+            return plain, 0
     where = f"inputs[{index}]"
     spec = _object(item, where)
     name = spec.get("name")

@@ -5,9 +5,11 @@ The OIP router, the CLI and any future protocol are thin adapters over these fun
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from openmaas.errors import OpenMaaSError, RateLimitedError, RequestValidationError
@@ -34,6 +36,7 @@ class _Plan:
     batchable: bool  # every input and output has a dynamic first dimension
     outputs: list[str]  # the signature's outputs, answered when none are asked for
     version: str
+    valid: set[tuple[object, ...]] = field(default_factory=set)  # request layouts that fit
 
 
 class DataPlane:
@@ -139,12 +142,14 @@ class DataPlane:
         version: str | None = None,
         timeout_seconds: float | None = None,
         priority: str | None = None,
+        client_gone: Callable[[], bool] | None = None,
     ) -> InferenceResponse:
         """Run one inference request and return every requested output.
 
         ``timeout_seconds`` (capped by the server default) covers queueing and running;
         ``priority`` is ``interactive`` (default) or ``batch``. Both may also come as the
-        request's ``timeout`` and ``priority`` parameters.
+        request's ``timeout`` and ``priority`` parameters. ``client_gone`` says whether the
+        caller went away; its queued work is then dropped (see ``Engine.submit``).
         """
         params = request.parameters
         deadline = self.deadline(params.get("timeout", timeout_seconds))
@@ -160,9 +165,14 @@ class DataPlane:
         started = time.perf_counter()
         status = 500
         try:
-            response = await self._run(principal, resolved, plan, request, deadline, priority)
+            response = await self._run(
+                principal, resolved, plan, request, deadline, priority, client_gone
+            )
             status = 200
             return response
+        except asyncio.CancelledError:
+            status = 499  # the client went away
+            raise
         except OpenMaaSError as error:
             status = error.status
             if self._metrics is not None and isinstance(error, RateLimitedError):
@@ -180,12 +190,21 @@ class DataPlane:
         request: InferenceRequest,
         deadline: float,
         priority: str,
+        client_gone: Callable[[], bool] | None,
     ) -> InferenceResponse:
         if self._admission is not None:
             self._admission.admit(
                 principal, resolved.grant_id, resolved.grant_quota_per_day, resolved.model_id
             )
-        validate_request(resolved.signature, request)
+        layout = (
+            *((t.name, t.datatype, t.shape) for t in request.inputs),
+            *(o.name for o in request.outputs),
+        )
+        if layout not in plan.valid:
+            validate_request(resolved.signature, request)
+            if len(plan.valid) >= 256:
+                plan.valid.clear()
+            plan.valid.add(layout)
         names = [o.name for o in request.outputs] or plan.outputs
         arrays = await self._engine.submit(
             plan.handle,
@@ -197,16 +216,12 @@ class DataPlane:
             weight=resolved.weight,
             priority=PRIORITIES[priority],
             batchable=plan.batchable,
+            client_gone=client_gone,
         )
-        outputs = [
-            Tensor(
-                name=name,
-                datatype=datatype_of(arrays[name]),
-                shape=tuple(int(d) for d in arrays[name].shape),
-                array=arrays[name],
-            )
-            for name in names
-        ]
+        outputs = []
+        for name in names:
+            array = arrays[name]
+            outputs.append(Tensor(name, datatype_of(array), array.shape, array))
         return InferenceResponse(
             model_name=resolved.model_id,
             model_version=plan.version,

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -79,8 +79,13 @@ class Engine:
         weight: float = 1.0,
         priority: int = INTERACTIVE,
         batchable: bool = True,
+        client_gone: Callable[[], bool] | None = None,
     ) -> dict[str, np.ndarray]:
-        """Queue one request and wait for its outputs until ``deadline`` (monotonic)."""
+        """Queue one request and wait for its outputs until ``deadline`` (monotonic).
+
+        Cancelling the caller drops the queued work; so does ``client_gone`` answering True
+        when the work's turn comes (the caller then sees CancelledError).
+        """
         runner = self._runner(model, deployment)
         if self._closed:
             self._reject(runner, "draining")
@@ -91,7 +96,9 @@ class Engine:
         self._admit_by_deadline(runner, tenant, weight, rows, now, deadline)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[dict[str, np.ndarray]] = loop.create_future()
-        work = Work(inputs, outputs, batch_key(inputs, outputs) if batchable else None, future)
+        work = Work(
+            inputs, outputs, batch_key(inputs, outputs) if batchable else None, future, client_gone
+        )
         item = WorkItem(tenant, float(rows), weight, priority, deadline, work)
         try:
             displaced = runner.queue.offer(item)
@@ -344,6 +351,10 @@ class Engine:
                 return batch
             if item.deadline <= now:
                 self._fail(item, DeadlineExceededError("the deadline passed while queued"))
+                continue
+            gone = item.payload.client_gone
+            if gone is not None and gone():
+                item.payload.future.cancel()  # nobody is left to answer: never run it
                 continue
             if not batch:
                 key = item.payload.key

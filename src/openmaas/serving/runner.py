@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,6 +34,7 @@ class Work:
     outputs: Sequence[str]
     key: BatchKey | None
     future: asyncio.Future[dict[str, np.ndarray]]
+    client_gone: Callable[[], bool] | None = None  # polled before the work runs
 
 
 @dataclass(eq=False)

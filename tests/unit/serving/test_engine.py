@@ -236,6 +236,38 @@ def test_a_cancelled_request_never_runs() -> None:
     assert backend.ran == [1.0, 3.0]
 
 
+def test_work_whose_client_is_gone_when_its_turn_comes_never_runs() -> None:
+    backend = EchoBackend(seconds=0.1)
+    engine = Engine(backend, EngineDefaults(max_batch_size=1))
+    client = {"left": False}
+
+    async def main() -> None:
+        first = asyncio.ensure_future(_submit(engine, 1))
+        await asyncio.sleep(0.01)
+        polled = engine.submit(
+            _model("m"),
+            Deployment(),
+            "t",
+            _x(2),
+            ["y"],
+            deadline=time.monotonic() + 5,
+            client_gone=lambda: client["left"],
+        )
+        stays = engine.submit(
+            _model("m"), Deployment(), "t", _x(3), ["y"], deadline=time.monotonic() + 5
+        )
+        gone = asyncio.ensure_future(polled)
+        kept = asyncio.ensure_future(stays)
+        await asyncio.sleep(0.01)
+        client["left"] = True  # the server saw the connection drop
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        await asyncio.gather(first, kept)
+
+    asyncio.run(main())
+    assert backend.ran == [1.0, 3.0]
+
+
 def test_idle_models_give_way_least_recently_used_and_pinned_ones_stay() -> None:
     backend = EchoBackend(memory=250)  # room for two replicas of 100 bytes
     metrics = EngineMetrics()
