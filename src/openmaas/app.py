@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from openmaas._version import __version__
-from openmaas.api import manage, metrics, security, sharing, v2
+from openmaas.api import manage, metrics, openai, security, sharing, v2
 from openmaas.api.access_log import AccessLogMiddleware
 from openmaas.api.fast_infer import FastInfer
 from openmaas.api.headers import (
@@ -163,4 +163,5 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(security.router)
     app.include_router(manage.router)
     app.include_router(metrics.router)
+    app.include_router(openai.router)
     return app

@@ -8,7 +8,9 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from openmaas.llm.service import LlmService
 from openmaas.quotas import Admission, RateLimiter, UsageMeter
+from openmaas.quotas.tokens import TokenBudget
 from openmaas.registry import Registry, Sharing
 from openmaas.security import Accounts
 from openmaas.security.audit import AuditLog
@@ -47,6 +49,7 @@ class Services:
     dataplane: DataPlane
     erasure: Erasure
     members: Members
+    llm: LlmService
 
 
 @dataclass
@@ -114,6 +117,8 @@ def build_services(settings: Settings) -> Services:
         memory_bytes=settings.memory_budget_bytes,
         threads=settings.inference_threads,
         isolation=settings.isolation,
+        llm_slots=settings.llm_slots,
+        llm_context_tokens=settings.llm_context_tokens,
     )
     defaults = EngineDefaults(
         max_batch_size=settings.max_batch_size,
@@ -153,6 +158,15 @@ def build_services(settings: Settings) -> Services:
         dataplane,
         erasure,
         Members(db, audit),
+        LlmService(
+            registry,
+            engine,
+            dataplane,
+            admission,
+            TokenBudget(meter, settings.key_tokens_per_minute, settings.key_tokens_per_day),
+            settings.llm_slots,
+            metrics,
+        ),
     )
 
 
@@ -173,7 +187,7 @@ def initialize(services: Services) -> InitResult:
             info = services.registry.publish(
                 principal,
                 demo.name,
-                demo.onnx_bytes,
+                demo.artifact,
                 visibility="public",
                 description=demo.description,
             )

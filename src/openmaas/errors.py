@@ -44,6 +44,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ConflictError",
+    "ContextLengthExceededError",
     "DataLengthMismatchError",
     "DatatypeMismatchError",
     "DeadlineExceededError",
@@ -69,11 +70,13 @@ __all__ = [
     "ShapeMismatchError",
     "TenantOverShareError",
     "TensorTooLargeError",
+    "TokenQuotaExceededError",
     "UnknownInputError",
     "UnknownOutputError",
     "UnsafeArtifactError",
     "VersionNotFoundError",
     "WorkerUnavailableError",
+    "WrongModelTaskError",
     "all_error_classes",
     "error_class_for_code",
 ]
@@ -136,6 +139,16 @@ class DataLengthMismatchError(InvalidInputError):
 class UnknownOutputError(InvalidInputError):
     code = "unknown_output"
     title = "The model has no output of that name"
+
+
+class ContextLengthExceededError(BadRequestError):
+    code = "context_length_exceeded"
+    title = "The prompt and answer do not fit the model's context"
+
+
+class WrongModelTaskError(BadRequestError):
+    code = "wrong_model_task"
+    title = "The model does not do what the endpoint asks"
 
 
 class InvalidArtifactError(BadRequestError):
@@ -244,6 +257,11 @@ class RateLimitedError(_RetryableError):
 class QuotaExceededError(RateLimitedError):
     code = "quota_exceeded"
     title = "The daily quota is used up"
+
+
+class TokenQuotaExceededError(RateLimitedError):
+    code = "token_quota_exceeded"
+    title = "The key's token quota is used up"
 
 
 class InferenceError(OpenMaaSError):

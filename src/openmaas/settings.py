@@ -116,6 +116,33 @@ class Settings(BaseSettings):
     grant_rate_per_second: float = Field(
         default=5000.0, gt=0, description="Sustained requests per second through one grant."
     )
+    key_tokens_per_minute: int | None = Field(
+        default=None,
+        ge=1,
+        description="Language-model tokens (prompt + completion) per minute per API key "
+        "(unset: no limit).",
+    )
+    key_tokens_per_day: int | None = Field(
+        default=None,
+        ge=1,
+        description="Language-model tokens per UTC day per API key (unset: no limit).",
+    )
+    llm_slots: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Requests one language-model replica decodes together (llama.cpp slots).",
+    )
+    llm_context_tokens: int = Field(
+        default=2048,
+        ge=128,
+        description="Context window, in tokens, of each language-model slot.",
+    )
+    llm_max_tokens: int = Field(
+        default=512,
+        ge=1,
+        description="Most tokens one completion may generate (and the default max_tokens).",
+    )
     key_daily_quota: int | None = Field(
         default=None, ge=1, description="Requests per UTC day allowed per API key (unset: none)."
     )

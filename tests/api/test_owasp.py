@@ -752,8 +752,9 @@ def test_api9_improper_inventory_management(http: TestClient) -> None:
     """API9:2023 Improper Inventory Management.
 
     Here: the OpenAPI schema is the inventory: every route the app serves is in it (or is a
-    docs page), it names the running version, it holds only the two API surfaces (/api/v1
-    management, /v2 inference) and the Prometheus scrape at /metrics, and each of its routes
+    docs page), it names the running version, it holds only the three API surfaces (/api/v1
+    management, /v2 inference, /v1 OpenAI-compatible) and the Prometheus scrape at /metrics,
+    and each of its routes
     needs an API key except the two health probes. Proves all of that by walking the app's
     routes and the schema and calling every documented operation without a key; old or
     future API versions answer 404.
@@ -777,7 +778,7 @@ def test_api9_improper_inventory_management(http: TestClient) -> None:
     undocumented = {(m, p) for m, p in served - documented if p not in DOCS_ROUTES}
     assert undocumented == set()
     assert documented - served == set()
-    surfaces = [p for _, p in documented if not re.match(r"/api/v1/|/v2(/|$)|/metrics$", p)]
+    surfaces = [p for _, p in documented if not re.match(r"/api/v1/|/v2(/|$)|/v1/|/metrics$", p)]
     assert surfaces == [], "a new API surface: add it to the inventory"
 
     anonymous = _anonymous(http)

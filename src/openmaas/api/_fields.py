@@ -13,6 +13,7 @@ from typing import Any
 
 from openmaas.names import NAME_PATTERN, RESERVED_NAMES
 from openmaas.registry import VISIBILITIES
+from openmaas.runtimes import FORMATS
 from openmaas.security import ROLES, Action
 from openmaas.serving.deployment import ISOLATIONS
 from openmaas.weights import MAX_WEIGHT
@@ -59,7 +60,7 @@ SCOPES: dict[str, Any] = {"items": {"enum": [action.value for action in Action]}
 MEMBER_NAME: dict[str, Any] = {"minLength": 1, "pattern": r"\S"}  # not blank
 # ``None`` stays allowed in a JSON body, where it means "leave as is"; see ``query``.
 VISIBILITY: dict[str, Any] = {"enum": [*VISIBILITIES, None]}
-FORMAT: dict[str, Any] = {"enum": ["onnx"]}  # runtimes.base.prepare_artifact
+FORMAT: dict[str, Any] = {"enum": list(FORMATS)}  # runtimes.base.prepare_artifact
 WEIGHT: dict[str, Any] = {"exclusiveMinimum": 0, "maximum": MAX_WEIGHT}  # weights.check_weight
 # The field rules of serving.deployment.Deployment (beside them: max_replicas >= min_replicas).
 DEPLOYMENT: dict[str, dict[str, Any]] = {

@@ -34,6 +34,7 @@ __all__ = [
 
 log = logging.getLogger("openmaas.api")
 PROBLEM_JSON = "application/problem+json"
+OPENAI_PREFIX = "/v1/"  # the OpenAI-compatible routes, whose errors take OpenAI's shape
 _HTTP_CODES = {404: "route_not_found", 405: "method_not_allowed"}
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
@@ -77,7 +78,12 @@ def problem_response(
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
-    """A problem+json response with our stable ``code``."""
+    """A problem+json response with our stable ``code`` (OpenAI's error shape under /v1/)."""
+    if instance.startswith(OPENAI_PREFIX):
+        if status == 422:
+            status = 400  # OpenAI answers a malformed request with 400
+        error = {"message": detail, "type": _openai_type(status), "param": extra.get("field")}
+        return JSONResponse({"error": {**error, "code": code}}, status, headers=headers)
     body: dict[str, Any] = {
         "type": f"https://openmaas.dev/problems/{code}",
         "title": title,
@@ -88,6 +94,16 @@ def problem_response(
         **{k: v for k, v in extra.items() if v is not None},
     }
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _openai_type(status: int) -> str:
+    """The ``type`` of an OpenAI-style error for an HTTP status."""
+    types = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
+    if status == 429:
+        return "rate_limit_error"
+    if status >= 500:
+        return "server_error"
+    return types.get(status, "invalid_request_error")
 
 
 async def _audit_denial(request: Request, exc: OpenMaaSError) -> None:

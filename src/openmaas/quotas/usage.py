@@ -89,6 +89,17 @@ class UsageMeter:
                 self._dirty.add((scope, day))
         return None
 
+    def add(self, scopes: list[str], amount: int) -> None:
+        """Count ``amount`` (e.g. tokens) today in every scope, without a limit."""
+        day = self._today()
+        with self._lock:
+            for scope in scopes:
+                key = (scope, day)
+                if key not in self._counts:
+                    self._counts[key] = self._load(key)
+                self._counts[key] += amount
+                self._dirty.add(key)
+
     def flush(self) -> None:
         """Write the changed counters; drop days that are over from memory."""
         with self._lock:

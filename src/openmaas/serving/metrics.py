@@ -150,6 +150,12 @@ class EngineMetrics:
             ["model"],
             registry=reg,
         )
+        self._tokens = Counter(
+            "openmaas_llm_tokens_total",
+            "Language-model tokens served, by tenant, model and kind (prompt or completion).",
+            ["tenant", "model", "kind"],
+            registry=reg,
+        )
         self._rejections = Counter(
             "openmaas_rejections_total",
             "Inference requests refused before they ran, by reason.",
@@ -201,6 +207,12 @@ class EngineMetrics:
             ),
         )
 
+        self._by_token_kind = _Children[tuple[str, str, str], Counter](
+            lock,
+            lambda k: self._tokens.labels(*k),
+            lambda k: _remove(self._tokens, *k),
+        )
+
     # -- hot path ---------------------------------------------------------------------------
 
     def observe_request(self, model: str, status: int, seconds: float) -> None:
@@ -229,6 +241,11 @@ class EngineMetrics:
         children[0].inc(requests)
         children[1].inc(rows)
         children[2].inc(seconds)
+
+    def tokens(self, tenant: str, model: str, count: int, kind: str) -> None:
+        """Count language-model tokens served to ``tenant`` (``kind``: prompt, completion)."""
+        if count > 0:
+            self._by_token_kind.get((tenant, model, kind)).inc(count)
 
     def rejected(self, model: str, reason: str) -> None:
         """Count a request refused before it ran (see ``REJECTION_REASONS``)."""
@@ -280,6 +297,7 @@ class EngineMetrics:
         prefix = f"{tenant}/"
         with self._lock:
             self._by_tenant.forget(lambda k: k[0] == tenant)
+            self._by_token_kind.forget(lambda k: k[0] == tenant)
             self._forget_models(lambda m: m.startswith(prefix))
 
     # -- exposition -------------------------------------------------------------------------
@@ -300,6 +318,7 @@ class EngineMetrics:
         self._by_status.forget(lambda k: match(k[0]))
         self._by_reason.forget(lambda k: match(k[0]))
         self._by_tenant.forget(lambda k: match(k[1]))
+        self._by_token_kind.forget(lambda k: match(k[1]))
         self._by_model.forget(match)
         gone = {m for m in self._loaded if match(m)}
         if gone:

@@ -45,6 +45,11 @@ class Slot:
     gpu: int
     busy: bool = False
     last_used: float = 0.0
+    leases: int = 0  # callers scheduling their own work on it (Engine.lease)
+
+    @property
+    def in_use(self) -> bool:
+        return self.busy or self.leases > 0
 
 
 @dataclass(eq=False)
@@ -63,10 +68,11 @@ class Runner:
     last_used: float = 0.0
     dispatch_pending: bool = False
     failure: OpenMaaSError | None = None  # why the last start failed (for queued work)
+    lease_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one start per lease rush
 
     @property
     def idle(self) -> bool:
-        return not len(self.queue) and not any(s.busy for s in self.slots)
+        return not len(self.queue) and not any(s.in_use for s in self.slots)
 
     @property
     def pinned(self) -> bool:

@@ -268,6 +268,27 @@ def test_work_whose_client_is_gone_when_its_turn_comes_never_runs() -> None:
     assert backend.ran == [1.0, 3.0]
 
 
+def test_a_leased_replica_is_started_once_and_kept_until_released() -> None:
+    backend = EchoBackend(memory=150)  # room for one replica of 100 bytes
+    engine = Engine(backend, EngineDefaults(idle_seconds=0))
+
+    async def main() -> None:
+        async with engine.lease(_model("llm"), Deployment()) as first:
+            async with engine.lease(_model("llm"), Deployment()) as second:
+                assert first is second  # a language model batches inside its replica
+            await engine.tick()  # idle_seconds=0, yet leased: it stays
+            assert engine.is_loaded("llm")
+            with pytest.raises(OverloadedError):  # no room while it is held
+                await _submit(engine, 1, model="other")
+        await _submit(engine, 2, model="other")  # released: it gives way
+        assert not engine.is_loaded("llm")
+
+    asyncio.run(main())
+    # "other" started once while llm was held (and was stopped again: no room once
+    # measured), then again once llm gave way.
+    assert backend.started == ["llm", "other", "other"]
+
+
 def test_idle_models_give_way_least_recently_used_and_pinned_ones_stay() -> None:
     backend = EchoBackend(memory=250)  # room for two replicas of 100 bytes
     metrics = EngineMetrics()

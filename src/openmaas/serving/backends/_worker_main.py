@@ -17,11 +17,17 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
-from openmaas.errors import InferenceError, InvalidArtifactError, OpenMaaSError
+from openmaas.errors import (
+    InferenceError,
+    InvalidArtifactError,
+    OpenMaaSError,
+    WrongModelTaskError,
+)
 from openmaas.runtimes import Runtime, load_runtime
 from openmaas.serving.backends.frames import (
     HEARTBEAT,
@@ -39,7 +45,7 @@ _IOV_MAX = 512
 # onnxruntime's statuses that mean the bytes are not a model it can load.
 _ARTIFACT_FAULTS = frozenset({"InvalidProtobuf", "InvalidGraph", "NoModel", "NotImplemented"})
 # Imported before the memory baseline, so that a model's memory leaves out the library's.
-_RUNTIME_MODULES = {"onnx": "openmaas.runtimes.onnx_runtime"}
+_RUNTIME_MODULES = {"onnx": "openmaas.runtimes.onnx_runtime", "gguf": "openmaas.runtimes.gguf"}
 
 
 def _rss_bytes() -> int:
@@ -125,13 +131,14 @@ def _load(channel: _Channel) -> Runtime | None:
         return None
     arrays, extra = message
     model_format = str(extra.get("format"))
+    options = extra.get("options") or {}
     artifact = arrays["artifact"].tobytes()
     del arrays, message
     try:
         if model_format in _RUNTIME_MODULES:
             __import__(_RUNTIME_MODULES[model_format])
         before = _rss_bytes()
-        runtime = load_runtime(model_format, artifact)
+        runtime = load_runtime(model_format, artifact, options)
         measured = _rss_bytes() - before
     except Exception as exc:
         channel.send({"op": "error", "id": None, **_load_error(exc)})
@@ -143,9 +150,13 @@ def _load(channel: _Channel) -> Runtime | None:
 def _serve(channel: _Channel, runtime: Runtime) -> None:
     while (message := channel.receive()) is not None:
         arrays, extra = message
+        request_id = extra.get("id")
+        if extra.get("op") == "generate":
+            refusal = {"code": WrongModelTaskError.code, "detail": "this model generates no text"}
+            channel.send({"op": "error", "id": request_id, **refusal})
+            continue
         if extra.get("op") != "run":
             continue
-        request_id = extra.get("id")
         try:
             outputs = [str(name) for name in extra.get("outputs", [])]
             result = run_runtime(runtime, arrays, outputs)
@@ -161,6 +172,46 @@ def _serve(channel: _Channel, runtime: Runtime) -> None:
         channel.send_frame(parts)
 
 
+def _serve_generations(channel: _Channel, runtime: Any) -> None:
+    """Language models: requests run concurrently, one thread per slot, and stream back.
+
+    ``generate`` carries an OpenAI-shaped body; a streamed one sends a ``chunk`` message per
+    chunk, then (like any) a ``result``. ``cancel`` stops a stream at its next token.
+    """
+    stopped: set[Any] = set()
+    with ThreadPoolExecutor(max_workers=runtime.slots, thread_name_prefix="slot") as pool:
+        while (message := channel.receive()) is not None:
+            _, extra = message
+            op, request_id = extra.get("op"), extra.get("id")
+            if op == "cancel":
+                stopped.add(request_id)
+            elif op == "generate":
+                pool.submit(_generate, channel, runtime, extra, stopped)
+        stopped.add(_EVERYTHING)  # the parent has gone: stop every stream
+
+
+_EVERYTHING = object()
+
+
+def _generate(channel: _Channel, runtime: Any, extra: dict[str, Any], stopped: set[Any]) -> None:
+    request_id, body = extra.get("id"), extra.get("body")
+
+    def emit(chunk: dict[str, Any]) -> bool:
+        channel.send({"op": "chunk", "id": request_id, "data": chunk})
+        return request_id in stopped or _EVERYTHING in stopped
+
+    try:
+        streaming = isinstance(body, dict) and body.get("stream") is True
+        result = runtime.generate(str(extra.get("kind")), body, emit if streaming else None)
+    except Exception as exc:
+        detail = f"the model failed: {public_message(exc)}"
+        channel.send({"op": "error", "id": request_id, **_failure(detail)})
+    else:
+        channel.send({"op": "result", "id": request_id, "data": result})
+    finally:
+        stopped.discard(request_id)
+
+
 def main(argv: Sequence[str]) -> int:
     """Serve one model over the pipes named in ``argv``: read fd, write fd, beat seconds."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when this ends
@@ -174,7 +225,10 @@ def main(argv: Sequence[str]) -> int:
         if runtime is None:
             return 1
         try:
-            _serve(channel, runtime)
+            if hasattr(runtime, "generate"):
+                _serve_generations(channel, runtime)
+            else:
+                _serve(channel, runtime)
         finally:
             runtime.unload()
     except BrokenPipeError:  # the parent has gone

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -50,6 +50,17 @@ class Replica(Protocol):
     ) -> dict[str, np.ndarray] | None:
         """Run a batch on the calling thread if that is cheaper than ``run``; else None
         (e.g. the replica is remote, or the batch would hold the event loop too long)."""
+        ...
+
+    async def generate(
+        self,
+        kind: str,
+        body: Mapping[str, Any],
+        on_chunk: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Language models: run an OpenAI-shaped ``chat`` or ``completion`` request; a
+        streamed one (``"stream": true``) passes each chunk to ``on_chunk``. Other replicas
+        raise WrongModelTaskError."""
         ...
 
     @property

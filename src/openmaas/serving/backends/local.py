@@ -16,10 +16,11 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
-from openmaas.errors import InferenceError, InvalidInputError, OpenMaaSError
+from openmaas.errors import InferenceError, InvalidInputError, OpenMaaSError, WrongModelTaskError
 from openmaas.runtimes import Runtime, load_runtime
 from openmaas.serving.backends.base import ModelHandle, Replica, Resources
 from openmaas.serving.batching import rows_of
@@ -113,6 +114,14 @@ class InlineReplica:
         self._per_row = per_row if previous is None else previous + (per_row - previous) * 0.2
         return result
 
+    async def generate(
+        self,
+        kind: str,
+        body: Mapping[str, Any],
+        on_chunk: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        raise WrongModelTaskError("this model does not generate text")
+
     async def close(self) -> None:
         runtime, self._runtime = self._runtime, None
         if runtime is not None:
@@ -130,7 +139,10 @@ class LocalBackend:
         threads: int,
         isolation: str = "auto",
         hang_seconds: float = 1.5,  # so a hang is found within 2 s of happening
+        llm_slots: int = 4,
+        llm_context_tokens: int = 2048,
     ) -> None:
+        self._llm = {"slots": llm_slots, "context": llm_context_tokens}
         self._capacity = Resources(cpu=cpu, memory_bytes=memory_bytes)
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="infer")
         self._isolation = isolation
@@ -154,13 +166,15 @@ class LocalBackend:
         else:
             from openmaas.serving.backends.worker_process import WorkerProcess
 
+            threads = max(1, math.ceil(deployment.cpu))
             worker = WorkerProcess(
                 model.format,
                 artifact,
                 name=model.name,
                 hang_timeout=self._hang_seconds,
-                threads=max(1, math.ceil(deployment.cpu)),
+                threads=threads,
                 on_exit=on_exit,
+                options={"threads": threads, **(self._llm if model.format == "gguf" else {})},
             )
             await worker.start()
             replica = worker

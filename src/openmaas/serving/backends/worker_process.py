@@ -39,6 +39,7 @@ from openmaas.errors import (
     OpenMaaSError,
     TensorTooLargeError,
     WorkerUnavailableError,
+    WrongModelTaskError,
     error_class_for_code,
 )
 from openmaas.serving.backends.frames import (
@@ -69,7 +70,13 @@ sys.exit(main(sys.argv[3:]))
 """
 _ENV_KEPT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "LD_LIBRARY_PATH")
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-_CHILD_ERRORS = (InvalidInputError, InvalidArtifactError, TensorTooLargeError, InferenceError)
+_CHILD_ERRORS = (
+    InvalidInputError,
+    InvalidArtifactError,
+    TensorTooLargeError,
+    InferenceError,
+    WrongModelTaskError,
+)
 _PIPE_BYTES = 1 << 20
 _CHUNK = 1 << 16
 _IOV_MAX = 512
@@ -156,8 +163,10 @@ class WorkerProcess:
         on_exit: Callable[[], None] | None = None,
         load_timeout: float = 300.0,
         close_timeout: float = 5.0,
+        options: Mapping[str, Any] | None = None,
     ) -> None:
         self.name = name
+        self._options = dict(options or {})
         self._format = format
         self._artifact = artifact
         self._hang_timeout = hang_timeout
@@ -170,7 +179,8 @@ class WorkerProcess:
         self._reader = _MessageReader()
         self._out: deque[memoryview] = deque()
         self._writing = False
-        self._pending: dict[int, asyncio.Future[dict[str, np.ndarray]]] = {}
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._streams: dict[int, Callable[[dict[str, Any]], None] | None] = {}
         self._ids = itertools.count()
         self._loaded: asyncio.Future[int] | None = None
         self._memory = 0
@@ -237,7 +247,8 @@ class WorkerProcess:
         self._exit_task = loop.create_task(self._watch_exit())
         self._timer = loop.call_later(beat / 2, self._tick, beat / 2)
         artifact = np.frombuffer(self._artifact, dtype=np.uint8)
-        self._send(encode_arrays({"artifact": artifact}, {"op": "load", "format": self._format}))
+        load = {"op": "load", "format": self._format, "options": self._options}
+        self._send(encode_arrays({"artifact": artifact}, load))
         try:
             self._memory = await self._loaded
         except BaseException:
@@ -274,6 +285,37 @@ class WorkerProcess:
     ) -> dict[str, np.ndarray] | None:
         """None: the model is in another process, so nothing runs on the calling thread."""
         return None
+
+    async def generate(
+        self,
+        kind: str,
+        body: Mapping[str, Any],
+        on_chunk: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Run a language-model request (``chat`` or ``completion``) in the child.
+
+        A streamed body (``"stream": true``) calls ``on_chunk`` with each chunk as it comes;
+        cancelling the caller stops the generation at its next token.
+        """
+        if not self.alive:
+            raise self._unavailable()
+        request_id = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        self._streams[request_id] = on_chunk
+        self._send(
+            encode_arrays({}, {"op": "generate", "id": request_id, "kind": kind, "body": body})
+        )
+        try:
+            result: dict[str, Any] = await future
+            return result
+        except asyncio.CancelledError:
+            if self.alive:
+                self._send(encode_arrays({}, {"op": "cancel", "id": request_id}))
+            raise
+        finally:
+            self._pending.pop(request_id, None)
+            self._streams.pop(request_id, None)
 
     async def close(self) -> None:
         """Let the child finish what it was sent and exit; kill it after ``close_timeout``."""
@@ -384,14 +426,22 @@ class WorkerProcess:
         elif op == "error" and request_id is None:
             if self._loaded is not None and not self._loaded.done():
                 self._loaded.set_exception(_child_error(extra))
+        elif op == "chunk" and type(request_id) is int:
+            on_chunk = self._streams.get(request_id)
+            data = extra.get("data")
+            if on_chunk is not None and isinstance(data, dict):
+                on_chunk(data)
         elif op in ("result", "error") and type(request_id) is int:
             future = self._pending.pop(request_id, None)
             if future is None or future.done():
                 return
-            if op == "result":
-                future.set_result(arrays)
-            else:
+            if op == "error":
                 future.set_exception(_child_error(extra))
+            elif request_id in self._streams:
+                data = extra.get("data")
+                future.set_result(data if isinstance(data, dict) else {})
+            else:
+                future.set_result(arrays)
         else:
             self._die(f"it sent an unexpected message {op!r}")
 

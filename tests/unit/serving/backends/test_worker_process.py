@@ -17,6 +17,7 @@ from openmaas.errors import (
     InvalidArtifactError,
     InvalidInputError,
     WorkerUnavailableError,
+    WrongModelTaskError,
 )
 from openmaas.serving.backends import WorkerProcess
 from tests.helpers.models import ONNX_TYPES, identity_model
@@ -190,6 +191,9 @@ def test_model_errors_map_to_openmaas_errors_and_the_worker_lives_on() -> None:
             assert worker.alive
             out = await worker.run({"a": A, "b": A}, [])
             np.testing.assert_array_equal(out["c"], A * 2)
+            with pytest.raises(WrongModelTaskError):  # only language models generate
+                await worker.generate("chat", {"messages": []})
+            assert worker.alive
         finally:
             await worker.close()
 
