@@ -14,6 +14,10 @@ token (median), OpenMaaS / direct ratios (targets: at least 0.95 for one stream 
 four), and the time to first token on a cold model (the first request after start, which
 loads it into its worker).
 
+Then embeddings (the all-MiniLM-L6-v2 demo of the ``nlp`` extra): texts per second in batches
+of 32 through ``/v1/embeddings`` against the same bundle's tokenizer and onnxruntime session
+called in this process (target: at least 0.9).
+
     .venv/bin/python benchmarks/llm.py [--rounds 3] [--max-tokens 96] [--threads 2]
 """
 
@@ -34,9 +38,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import openai
 
 MODEL = "admin/smollm2-135m-instruct"
+EMBEDDER = "admin/all-minilm-l6-v2"
+SENTENCES = [
+    f"Sentence number {i} talks about {topic}."
+    for i, topic in enumerate(
+        ["the sea", "a mountain", "bread", "music", "a long journey by train", "rain"] * 6
+    )
+][:32]
 PROMPTS = [
     "Write a long story about a lighthouse keeper.",
     "Explain how a bicycle works, in detail.",
@@ -168,6 +180,33 @@ class Served:
         self.dir.cleanup()
 
 
+def _embeddings_direct(seconds: float) -> float:
+    """Texts per second: the demo bundle's tokenizer and graph called in this process."""
+    from openmaas.registry.demo import _embedding_models
+    from openmaas.runtimes.text_encoder import TextEncoderRuntime
+
+    runtime = TextEncoderRuntime(_embedding_models()[0].artifact)
+    texts = np.empty(len(SENTENCES), dtype=object)
+    texts[:] = [s.encode() for s in SENTENCES]
+    runtime.predict({"text": texts}, ["embedding"])  # warm-up
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        runtime.predict({"text": texts}, ["embedding"])
+        done += len(texts)
+    return done / (time.perf_counter() - started)
+
+
+def _embeddings_served(served: Served, seconds: float) -> float:
+    client = openai.OpenAI(base_url=f"{served.url}/v1", api_key=served.key, max_retries=0)
+    client.embeddings.create(model=EMBEDDER, input=SENTENCES)  # loads it
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        client.embeddings.create(model=EMBEDDER, input=SENTENCES)
+        done += len(SENTENCES)
+    client.close()
+    return done / (time.perf_counter() - started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -182,7 +221,10 @@ def main() -> None:
         cold = asyncio.run(served.run(1, 8))[2][0]
         direct = Direct(args.slots, args.context, args.threads)
         results: dict[tuple[str, int], list[tuple[int, float, list[float]]]] = {}
+        embedded: dict[str, list[float]] = {"direct": [], "openmaas": []}
         for _ in range(args.rounds):
+            embedded["direct"].append(_embeddings_direct(3.0))
+            embedded["openmaas"].append(_embeddings_served(served, 3.0))
             for streams in (1, 4):
                 results.setdefault(("direct", streams), []).append(
                     direct.run(streams, args.max_tokens)
@@ -211,6 +253,13 @@ def main() -> None:
             f"| {streams} | {rates['direct']:.1f} | {rates['openmaas']:.1f} | {ratio:.2f} | "
             f"{ttft['direct']:.0f} | {ttft['openmaas']:.0f} |"
         )
+    direct_rate = statistics.median(embedded["direct"])
+    served_rate = statistics.median(embedded["openmaas"])
+    print("\n| embeddings, batch 32 | in-process texts/s | openmaas texts/s | ratio |")
+    print("|---|---|---|---|")
+    print(
+        f"| {EMBEDDER} | {direct_rate:.0f} | {served_rate:.0f} | {served_rate / direct_rate:.2f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -166,6 +166,7 @@ def build_services(settings: Settings) -> Services:
             TokenBudget(meter, settings.key_tokens_per_minute, settings.key_tokens_per_day),
             settings.llm_slots,
             metrics,
+            max_waiting=settings.max_queue,
         ),
     )
 

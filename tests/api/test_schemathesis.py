@@ -110,7 +110,7 @@ def _obey_runtime_rules(case: schemathesis.Case) -> None:
         least = max(1, body.get("min_replicas") or 0)  # max_replicas >= min_replicas
         if (body.get("max_replicas") or 1) < least:
             body["max_replicas"] = least
-    elif label in ("POST /v1/chat/completions", "POST /v1/completions") and isinstance(body, dict):
+    elif label.startswith("POST /v1/") and isinstance(body, dict):
         body["model"] = "admin/no-language-model"  # none here: the route answers 404
         for name in ("max_tokens", "max_completion_tokens"):  # within OPENMAAS_LLM_MAX_TOKENS
             if body.get(name) is not None:

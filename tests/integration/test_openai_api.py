@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import openai
 import pytest
 
@@ -224,3 +225,45 @@ def test_a_client_that_leaves_mid_stream_frees_the_slot(quota_server: LiveServer
     released = re.findall(r"stop processing: n_tokens = (\d+)", quota_server.log_file.read_text())
     assert released
     assert max(int(n) for n in released) < 200
+
+
+EMBEDDER = "admin/all-minilm-l6-v2"
+
+
+def test_embeddings_as_floats_and_base64(server: LiveServer) -> None:
+    client = _openai(server)
+    texts = [
+        "A man is eating food.",
+        "A man is eating a piece of bread.",
+        "A man is riding a horse.",
+    ]
+    as_floats = client.embeddings.create(model=EMBEDDER, input=texts, encoding_format="float")
+    default = client.embeddings.create(model=EMBEDDER, input=texts)  # the client asks base64
+    vectors = np.array([item.embedding for item in as_floats.data])
+    assert vectors.shape == (3, 384)
+    np.testing.assert_allclose(vectors, [item.embedding for item in default.data], atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    similar = vectors @ vectors.T
+    assert similar[0, 1] == pytest.approx(0.7553, abs=1e-3)  # sentence-transformers' figure
+    assert similar[0, 1] > similar[0, 2]
+    assert as_floats.model == EMBEDDER
+    assert as_floats.usage.prompt_tokens == as_floats.usage.total_tokens > 3 * 3
+    one = client.embeddings.create(model=EMBEDDER, input=texts[0], encoding_format="float")
+    np.testing.assert_allclose(one.data[0].embedding, vectors[0], atol=1e-5)  # batch-invariant
+
+
+def test_embeddings_refusals_and_the_same_model_on_oip(server: LiveServer) -> None:
+    client = _openai(server)
+    with pytest.raises(openai.BadRequestError) as shortened:
+        client.embeddings.create(model=EMBEDDER, input="hi", dimensions=128)
+    assert shortened.value.param == "dimensions"
+    with pytest.raises(openai.BadRequestError) as generator:
+        client.embeddings.create(model=LLM, input="hi")
+    assert generator.value.code == "wrong_model_task"
+    with pytest.raises(openai.BadRequestError) as chat:
+        client.chat.completions.create(model=EMBEDDER, messages=HELLO)
+    assert chat.value.code == "wrong_model_task"
+    with Client(server.url, server.admin_key) as oip:
+        answer = oip.infer(EMBEDDER, {"text": np.array([b"hello"], dtype=object)})
+    assert answer["embedding"].shape == (1, 384)
+    assert answer["tokens"].tolist() == [3]  # [CLS] hello [SEP]

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible API: ``/v1/models``, ``/v1/chat/completions``, ``/v1/completions``.
+"""The OpenAI-compatible API: ``/v1/models``, chat and text completions, embeddings.
 
 The official ``openai`` client works unchanged: the same API keys go in as Bearer tokens,
 errors come in OpenAI's shape (``problems.py`` renders every error under ``/v1/`` that way),
@@ -10,9 +10,11 @@ generation at its next token.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import orjson
 from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -104,6 +106,14 @@ class CompletionRequest(_Sampling):
     echo: bool = False
 
 
+class EmbeddingRequest(_Strict):
+    model: str = Field(min_length=1, max_length=300, description="tenant/name[:version]")
+    input: str | Annotated[list[str], Field(min_length=1, max_length=2048)]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1)
+    user: str | None = Field(default=None, max_length=256)
+
+
 @router.get("/models", summary="Models this key may call")
 async def list_models(principal: CurrentPrincipal, services: ServicesDep) -> dict[str, Any]:
     return {"object": "list", "data": services.llm.models(principal)}
@@ -145,6 +155,33 @@ async def completions(
         body["n_probs"] = request.logprobs
     job = services.llm.admit(principal, request.model)
     return await _answer(services, job, "completion", body)
+
+
+@router.post("/embeddings", summary="Embeddings (OpenAI-compatible)")
+async def embeddings(
+    request: Annotated[EmbeddingRequest, Body()],
+    principal: CurrentPrincipal,
+    services: ServicesDep,
+) -> dict[str, Any]:
+    texts = [request.input] if isinstance(request.input, str) else request.input
+    vectors, used, model = await services.llm.embed(
+        principal, request.model, texts, request.dimensions
+    )
+    data = [
+        {"object": "embedding", "index": index, "embedding": _vector(vector, request)}
+        for index, vector in enumerate(vectors)
+    ]
+    usage = {"prompt_tokens": used, "total_tokens": used}
+    return {"object": "list", "data": data, "model": model, "usage": usage}
+
+
+def _vector(vector: np.ndarray, request: EmbeddingRequest) -> list[float] | str:
+    """One embedding as JSON numbers, or as base64 of little-endian float32 (what the
+    official client asks for by default)."""
+    if request.encoding_format == "base64":
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+    values: list[float] = vector.tolist()
+    return values
 
 
 def _common(request: _Sampling, cap: int) -> dict[str, Any]:

@@ -16,9 +16,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from openmaas.errors import (
     BadRequestError,
     ContextLengthExceededError,
+    OverloadedError,
     WrongModelTaskError,
 )
 from openmaas.llm.slots import FairSlots
@@ -29,6 +32,7 @@ from openmaas.security.policy import Action, Principal, require
 from openmaas.serving.dataplane import DataPlane
 from openmaas.serving.engine import Engine
 from openmaas.serving.metrics import EngineMetrics
+from openmaas.serving.types import InferenceRequest, Tensor
 
 __all__ = ["Generation", "LlmService"]
 
@@ -61,6 +65,7 @@ class LlmService:
         tokens: TokenBudget,
         slots: int,
         metrics: EngineMetrics | None = None,
+        max_waiting: int = 256,
     ) -> None:
         self._registry = registry
         self._engine = engine
@@ -70,6 +75,7 @@ class LlmService:
         self._slots_per_model = slots
         self._slots: dict[str, FairSlots] = {}
         self._metrics = metrics
+        self._max_waiting = max_waiting
 
     def models(self, principal: Principal) -> list[dict[str, Any]]:
         """The models this key may call, as OpenAI model objects."""
@@ -169,6 +175,45 @@ class LlmService:
                 await asyncio.gather(task, return_exceptions=True)
             self._account(job)
 
+    async def embed(
+        self, principal: Principal, model: str, texts: list[str], dimensions: int | None = None
+    ) -> tuple[np.ndarray, int, str]:
+        """Embed ``texts`` with a text encoder: the vectors, the tokens they took, the model.
+
+        It runs as an inference (``text`` in, ``embedding`` and ``tokens`` out) through the
+        data plane: the same policy, quotas, fair queue and batching as /v2 infer.
+        """
+        ref, _, version = model.partition(":")
+        resolved = self._registry.resolve(principal, ModelRef.parse(ref), version or None)
+        require(principal, Action.INFER)
+        if resolved.format != "text-onnx":
+            raise WrongModelTaskError(
+                f"{resolved.model_id} is not an embeddings model (its format is {resolved.format})",
+                field="model",
+            )
+        size = resolved.signature.outputs[0].shape[-1]
+        if dimensions is not None and dimensions != size:
+            raise BadRequestError(
+                f"{resolved.model_id} gives {size}-dimensional embeddings and was not trained "
+                "to be shortened; leave dimensions out",
+                field="dimensions",
+            )
+        self._tokens.check(principal.key_id)
+        array = np.empty(len(texts), dtype=object)
+        array[:] = [text.encode("utf-8") for text in texts]
+        request = InferenceRequest([Tensor("text", "BYTES", (len(texts),), array)])
+        response = await self._dataplane.infer(
+            principal, ModelRef.parse(ref), request, version or None
+        )
+        outputs = {tensor.name: tensor.array for tensor in response.outputs}
+        used = int(outputs["tokens"].sum())
+        scopes = token_scopes(principal.key_id, principal.tenant_id, resolved.model_id)
+        self._tokens.consume(scopes, principal.key_id, used)
+        if self._metrics is not None:
+            name = f"{resolved.model_id}:{resolved.version}"
+            self._metrics.tokens(principal.tenant_name, name, used, "prompt")
+        return outputs["embedding"], used, resolved.model_id
+
     def _slots_for(self, job: Generation) -> FairSlots:
         key = self._dataplane.handle(job.resolved).key
         slots = self._slots.get(key)
@@ -202,6 +247,12 @@ class _SlotLease:
 
     async def __aenter__(self) -> Any:
         job, tenant = self._job, self._job.principal.tenant_name
+        if self._slots.waiting() >= self._service._max_waiting:
+            raise OverloadedError(
+                f"{job.resolved.model_id} has {self._slots.waiting()} requests waiting for a "
+                "slot; retry later",
+                retry_after=5.0,
+            )
         await self._slots.acquire(tenant, job.resolved.weight)
         # Charged now (estimated), so slots freed together do not all go to one tenant.
         self._slots.charge(tenant, input_tokens=job.prompt_tokens)

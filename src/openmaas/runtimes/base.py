@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 
-FORMATS = ("onnx", "gguf")
+FORMATS = ("onnx", "gguf", "text-onnx")
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,7 @@ def prepare_artifact(data: bytes, format: str | None = None) -> PreparedArtifact
 
     Pickles, raw or wrapped, are refused first, before any parser sees the bytes.
     """
-    from openmaas.runtimes import gguf, onnx_runtime
+    from openmaas.runtimes import gguf, onnx_runtime, text_encoder
 
     if format not in (None, *FORMATS):
         raise InvalidArtifactError(
@@ -215,6 +215,8 @@ def prepare_artifact(data: bytes, format: str | None = None) -> PreparedArtifact
     if format == "gguf" or (format is None and data.startswith(gguf.MAGIC)):
         return gguf.prepare(data)  # llama.cpp's own format: tensors and key/values, no code
     _refuse_code(data)
+    if format == text_encoder.FORMAT or (format is None and text_encoder.is_bundle(data)):
+        return text_encoder.prepare(data)  # an ONNX encoder with its tokenizer
     return onnx_runtime.prepare(data)
 
 
@@ -231,6 +233,10 @@ def load_runtime(format: str, data: bytes, options: Mapping[str, Any] | None = N
 
         slots, context = int(options.get("slots", 4)), int(options.get("context", 2048))
         return LlamaRuntime(data, slots=slots, context=context, threads=threads)
+    if format == "text-onnx":
+        from openmaas.runtimes.text_encoder import TextEncoderRuntime
+
+        return TextEncoderRuntime(data)
     if format != "onnx":
         raise InvalidArtifactError(f"no runtime for format {format!r}")
     from openmaas.runtimes import onnx_runtime

@@ -45,7 +45,11 @@ _IOV_MAX = 512
 # onnxruntime's statuses that mean the bytes are not a model it can load.
 _ARTIFACT_FAULTS = frozenset({"InvalidProtobuf", "InvalidGraph", "NoModel", "NotImplemented"})
 # Imported before the memory baseline, so that a model's memory leaves out the library's.
-_RUNTIME_MODULES = {"onnx": "openmaas.runtimes.onnx_runtime", "gguf": "openmaas.runtimes.gguf"}
+_RUNTIME_MODULES = {
+    "onnx": "openmaas.runtimes.onnx_runtime",
+    "gguf": "openmaas.runtimes.gguf",
+    "text-onnx": "openmaas.runtimes.text_encoder",
+}
 
 
 def _rss_bytes() -> int:

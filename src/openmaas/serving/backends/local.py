@@ -28,7 +28,8 @@ from openmaas.serving.deployment import Deployment
 
 __all__ = ["INLINE_FORMATS", "InlineReplica", "LocalBackend", "physical_memory_bytes"]
 
-INLINE_FORMATS = frozenset({"onnx"})  # data-only: a graph of known operators, no user code
+# Data-only: graphs of known operators (and a tokenizer's tables), no user code.
+INLINE_FORMATS = frozenset({"onnx", "text-onnx"})
 _INLINE_SECONDS = 0.001
 _INPUT_FAULTS = frozenset({"InvalidArgument", "Fail"})
 _SOURCE_PATH = re.compile(r"\S*/\S+\.(?:h|cc|cpp|c):\d+\s*")
