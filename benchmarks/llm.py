@@ -18,7 +18,7 @@ Then embeddings (the all-MiniLM-L6-v2 demo of the ``nlp`` extra): texts per seco
 of 32 through ``/v1/embeddings`` against the same bundle's tokenizer and onnxruntime session
 called in this process (target: at least 0.9).
 
-    .venv/bin/python benchmarks/llm.py [--rounds 3] [--max-tokens 96] [--threads 2]
+    .venv/bin/python benchmarks/llm.py [--rounds 3] [--max-tokens 96] [--threads 1]
 """
 
 from __future__ import annotations
@@ -211,7 +211,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=96)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--slots", type=int, default=4)
     parser.add_argument("--context", type=int, default=1024)
     args = parser.parse_args()
@@ -220,6 +220,7 @@ def main() -> None:
     try:
         cold = asyncio.run(served.run(1, 8))[2][0]
         direct = Direct(args.slots, args.context, args.threads)
+        direct.run(1, 8)  # warm-up: the first request of a fresh llama.cpp server is slow
         results: dict[tuple[str, int], list[tuple[int, float, list[float]]]] = {}
         embedded: dict[str, list[float]] = {"direct": [], "openmaas": []}
         for _ in range(args.rounds):

@@ -38,7 +38,14 @@ def _to_onnx(estimator: object, n_features: int) -> bytes:
 
 def build_demo_models() -> list[DemoModel]:
     """Every demo model whose packages are installed."""
-    return [*_tabular_models(), *_language_models(), *_embedding_models()]
+    from openmaas.registry.demo_torch import build_torch_demo_models
+
+    return [
+        *_tabular_models(),
+        *build_torch_demo_models(),
+        *_language_models(),
+        *_embedding_models(),
+    ]
 
 
 def _embedding_models() -> list[DemoModel]:

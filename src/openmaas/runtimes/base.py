@@ -12,6 +12,7 @@ import bz2
 import io
 import lzma
 import pickletools
+import threading
 import zipfile
 import zlib
 from collections.abc import Mapping, Sequence
@@ -33,7 +34,9 @@ __all__ = [
 ]
 
 
-FORMATS = ("onnx", "gguf", "text-onnx")
+FORMATS = ("onnx", "gguf", "text-onnx", "torchscript", "torch-export")
+# Conversions of PyTorch uploads at a time: each runs in a confined child of up to 4 GiB.
+_CONVERSIONS = threading.BoundedSemaphore(2)
 
 
 @dataclass(frozen=True)
@@ -206,6 +209,7 @@ def prepare_artifact(data: bytes, format: str | None = None) -> PreparedArtifact
     Pickles, raw or wrapped, are refused first, before any parser sees the bytes.
     """
     from openmaas.runtimes import gguf, onnx_runtime, text_encoder
+    from openmaas.runtimes.torch_convert import convert_to_onnx, looks_like_torch
 
     if format not in (None, *FORMATS):
         raise InvalidArtifactError(
@@ -214,6 +218,12 @@ def prepare_artifact(data: bytes, format: str | None = None) -> PreparedArtifact
         )
     if format == "gguf" or (format is None and data.startswith(gguf.MAGIC)):
         return gguf.prepare(data)  # llama.cpp's own format: tensors and key/values, no code
+    if format in ("torchscript", "torch-export") or (format is None and looks_like_torch(data)):
+        # TorchScript and torch.export archives hold pickles: they are opened only in a
+        # confined child process, which hands back ONNX; that is what is stored and served.
+        with _CONVERSIONS:
+            data = convert_to_onnx(data)
+        return onnx_runtime.prepare(data)
     _refuse_code(data)
     if format == text_encoder.FORMAT or (format is None and text_encoder.is_bundle(data)):
         return text_encoder.prepare(data)  # an ONNX encoder with its tokenizer
