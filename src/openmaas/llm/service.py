@@ -186,9 +186,10 @@ class LlmService:
         ref, _, version = model.partition(":")
         resolved = self._registry.resolve(principal, ModelRef.parse(ref), version or None)
         require(principal, Action.INFER)
-        if resolved.format != "text-onnx":
+        if resolved.format != "text-onnx" or resolved.signature.outputs[0].name != "embedding":
             raise WrongModelTaskError(
-                f"{resolved.model_id} is not an embeddings model (its format is {resolved.format})",
+                f"{resolved.model_id} is not an embeddings model (format {resolved.format}, "
+                f"first output {resolved.signature.outputs[0].name!r})",
                 field="model",
             )
         size = resolved.signature.outputs[0].shape[-1]

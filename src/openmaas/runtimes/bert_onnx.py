@@ -135,13 +135,21 @@ def build_encoder(weights: Mapping[str, np.ndarray], config: Mapping[str, Any]) 
 
 
 def bundle(
-    encoder: bytes, tokenizer_json: str, *, max_length: int, task: str = "embeddings"
+    encoder: bytes,
+    tokenizer_json: str,
+    *,
+    max_length: int,
+    task: str = "embeddings",
+    labels: list[str] | None = None,
 ) -> bytes:
     """A publishable text model: the ONNX graph, its tokenizer and how to run them.
 
-    ``max_length`` must not exceed the encoder's position embeddings.
+    ``max_length`` must not exceed the encoder's position embeddings. A classifier
+    (``task="text-classification"``, a graph giving ``logits``) names its ``labels``.
     """
-    manifest = {"task": task, "max_length": max_length}
+    manifest: dict[str, Any] = {"task": task, "max_length": max_length}
+    if labels is not None:
+        manifest["labels"] = labels
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
         archive.writestr("openmaas.json", json.dumps(manifest))

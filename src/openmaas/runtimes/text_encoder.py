@@ -1,12 +1,15 @@
 """Text encoders: an ONNX transformer with its tokenizer, published as one bundle.
 
 A bundle (format ``text-onnx``) is a zip of ``model.onnx`` (inputs ``input_ids`` and
-``attention_mask``, output ``embedding``), ``tokenizer.json`` (Hugging Face ``tokenizers``)
-and ``openmaas.json`` (``task``: ``embeddings``; ``max_length`` in tokens). Both files are
-data: the tokenizer runs in Rust, the graph in onnxruntime, so the runtime may run in the
-server process like plain ONNX. The model takes ``text`` (BYTES ``[batch]``) and answers
-``embedding`` (FP32 ``[batch, dim]``) and ``tokens`` (INT64 ``[batch]``, what each text
-counted, for usage).
+``attention_mask``), ``tokenizer.json`` (Hugging Face ``tokenizers``) and ``openmaas.json``
+(``task`` and ``max_length`` in tokens). Both files are data: the tokenizer runs in Rust, the
+graph in onnxruntime, so the runtime may run in the server process like plain ONNX. The model
+takes ``text`` (BYTES ``[batch]``) and answers ``tokens`` (INT64 ``[batch]``, what each text
+counted, for usage) and, by task:
+
+- ``embeddings``: the graph gives ``embedding`` (FP32 ``[batch, dim]``), answered as is;
+- ``text-classification``: the graph gives ``logits`` (FP32 ``[batch, classes]``) and the
+  manifest lists ``labels``; the answer is ``label`` (BYTES) and ``probabilities``.
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ import numpy as np
 from openmaas.errors import InvalidArtifactError, InvalidInputError
 from openmaas.runtimes.base import PreparedArtifact, Signature, TensorSpec
 
-__all__ = ["FORMAT", "TextEncoderRuntime", "is_bundle", "prepare"]
+__all__ = ["FORMAT", "TASKS", "TextEncoderRuntime", "is_bundle", "prepare"]
 
 FORMAT = "text-onnx"
 _MEMBERS = {"model.onnx", "tokenizer.json", "openmaas.json"}
 _MAX_UNPACKED = 4 * 1024**3  # what the members may inflate to, in all
 _MAX_TEXTS = 2048
+TASKS = ("embeddings", "text-classification")
 
 
 def is_bundle(data: bytes) -> bool:
@@ -62,8 +66,22 @@ def _unpack(data: bytes) -> tuple[bytes, str, dict[str, Any]]:
         manifest = json.loads(manifest_text)
     except ValueError as exc:
         raise InvalidArtifactError(f"openmaas.json is not valid JSON: {exc}") from exc
-    if not isinstance(manifest, dict) or manifest.get("task") != "embeddings":
-        raise InvalidArtifactError('openmaas.json must say {"task": "embeddings", ...}')
+    if not isinstance(manifest, dict) or manifest.get("task") not in TASKS:
+        raise InvalidArtifactError(
+            'openmaas.json must say {"task": "embeddings"} or {"task": "text-classification", '
+            '"labels": [...]}'
+        )
+    if manifest["task"] == "text-classification":
+        labels = manifest.get("labels")
+        if (
+            not isinstance(labels, list)
+            or not 2 <= len(labels) <= 10_000
+            or not all(isinstance(label, str) and label for label in labels)
+        ):
+            raise InvalidArtifactError(
+                'a text classifier\'s openmaas.json lists its class names: "labels": '
+                '["negative", "positive"] (2 or more, in the order of the logits)'
+            )
     length = manifest.setdefault("max_length", 512)
     if type(length) is not int or not 1 <= length <= 8192:
         raise InvalidArtifactError("openmaas.json's max_length must be 1 to 8192 tokens")
@@ -94,25 +112,38 @@ def prepare(data: bytes) -> PreparedArtifact:
     _tokenizer(tokenizer, int(manifest.get("max_length", 512)))
     graph = onnx_runtime.prepare(model).signature
     names = {spec.name for spec in graph.inputs}
-    embedding = next((s for s in graph.outputs if s.name == "embedding"), None)
-    if names != {"input_ids", "attention_mask"} or embedding is None:
+    task = manifest["task"]
+    wanted = "embedding" if task == "embeddings" else "logits"
+    output = next((s for s in graph.outputs if s.name == wanted), None)
+    if names != {"input_ids", "attention_mask"} or output is None:
         raise InvalidArtifactError(
-            "model.onnx must take input_ids and attention_mask and give embedding"
+            f"model.onnx must take input_ids and attention_mask and give {wanted}"
         )
-    if embedding.datatype != "FP32" or len(embedding.shape) != 2 or embedding.shape[1] < 1:
+    if output.datatype != "FP32" or len(output.shape) != 2 or output.shape[1] < 1:
         raise InvalidArtifactError(
-            "model.onnx's embedding must be FP32 [batch, dimensions] (pool the token states "
+            f"model.onnx's {wanted} must be FP32 [batch, size] (pool the token states "
             "into one vector per text)"
         )
-    dimensions = embedding.shape[-1]
-    signature = Signature(
-        inputs=(TensorSpec("text", "BYTES", (-1,)),),
-        outputs=(
-            TensorSpec("embedding", "FP32", (-1, dimensions)),
-            TensorSpec("tokens", "INT64", (-1,)),
-        ),
-    )
-    facts = {"task": "embeddings", "dimensions": dimensions, "max_length": manifest["max_length"]}
+    size = output.shape[1]
+    facts: dict[str, Any] = {"task": task, "max_length": manifest["max_length"]}
+    tokens = TensorSpec("tokens", "INT64", (-1,))
+    text = (TensorSpec("text", "BYTES", (-1,)),)
+    if task == "embeddings":
+        facts["dimensions"] = size
+        signature = Signature(text, (TensorSpec("embedding", "FP32", (-1, size)), tokens))
+    else:
+        labels = manifest["labels"]
+        if len(labels) != size:
+            raise InvalidArtifactError(
+                f"openmaas.json lists {len(labels)} labels and the logits have {size} classes"
+            )
+        facts["labels"] = labels
+        outputs = (
+            TensorSpec("label", "BYTES", (-1,)),
+            TensorSpec("probabilities", "FP32", (-1, size)),
+            tokens,
+        )
+        signature = Signature(text, outputs)
     return PreparedArtifact(FORMAT, data, signature, facts)
 
 
@@ -123,8 +154,9 @@ class TextEncoderRuntime:
         from openmaas.runtimes.onnx_runtime import OnnxRuntime
 
         model, tokenizer, manifest = _unpack(data)
-        self._tokenizer = _tokenizer(tokenizer, int(manifest.get("max_length", 512)))
+        self._tokenizer = _tokenizer(tokenizer, int(manifest["max_length"]))
         self._encoder: OnnxRuntime | None = OnnxRuntime(model)
+        self._labels: list[str] | None = manifest.get("labels")
 
     def predict(
         self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
@@ -140,8 +172,19 @@ class TextEncoderRuntime:
         encoded = self._tokenizer.encode_batch(texts)
         ids = np.array([e.ids for e in encoded], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
-        result = self._encoder.predict({"input_ids": ids, "attention_mask": mask}, ["embedding"])
-        answer = {"embedding": result["embedding"], "tokens": mask.sum(axis=1)}
+        graph_inputs = {"input_ids": ids, "attention_mask": mask}
+        answer: dict[str, np.ndarray] = {"tokens": mask.sum(axis=1)}
+        if self._labels is None:
+            answer["embedding"] = self._encoder.predict(graph_inputs, ["embedding"])["embedding"]
+        else:
+            logits = self._encoder.predict(graph_inputs, ["logits"])["logits"]
+            shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+            answer["probabilities"] = (shifted / shifted.sum(axis=1, keepdims=True)).astype(
+                np.float32
+            )
+            label = np.empty(len(texts), dtype=object)
+            label[:] = [self._labels[i].encode("utf-8") for i in logits.argmax(axis=1)]
+            answer["label"] = label
         return {name: answer[name] for name in outputs} if outputs else answer
 
     def unload(self) -> None:

@@ -311,5 +311,62 @@ def test_an_embedding_that_is_not_one_vector_per_text_is_refused() -> None:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    with pytest.raises(InvalidArtifactError, match=r"FP32 \[batch, dimensions\]"):
+    with pytest.raises(InvalidArtifactError, match=r"FP32 \[batch, size\]"):
         prepare(_zip(_members(model.SerializeToString())))  # token states, not one vector
+
+
+def _classifier_graph(classes: int) -> bytes:
+    """``logits`` FP32 [b, classes]: the mean token id times 1, 2, ... (so longer ids win)."""
+    values = [
+        helper.make_tensor_value_info(n, TensorProto.INT64, ["b", "t"])
+        for n in ("input_ids", "attention_mask")
+    ]
+    nodes = [
+        helper.make_node("Cast", ["input_ids"], ["f"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMean", ["f"], ["mean"], axes=[1], keepdims=1),
+        helper.make_node("Mul", ["mean", "scale"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "classifier",
+        values,
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", classes])],
+        initializer=[
+            helper.make_tensor("scale", TensorProto.FLOAT, [classes], np.arange(classes) - 1.0),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def _classifier_bundle(labels: list[str], classes: int = 3) -> bytes:
+    manifest = {"task": "text-classification", "max_length": MAX_LENGTH, "labels": labels}
+    return _zip(_members(_classifier_graph(classes), openmaas_json=json.dumps(manifest)))
+
+
+def test_a_text_classifier_answers_labels_and_probabilities() -> None:
+    data = _classifier_bundle(["low", "middle", "high"])
+    prepared = prepare(data)
+    assert prepared.facts["task"] == "text-classification"
+    assert prepared.facts["labels"] == ["low", "middle", "high"]
+    assert [spec.name for spec in prepared.signature.outputs] == [
+        "label",
+        "probabilities",
+        "tokens",
+    ]
+    runtime = TextEncoderRuntime(data)
+    texts = np.array([b"hello world", b"hello"], dtype=object)
+    answer = runtime.predict({"text": texts}, [])
+    probabilities = answer["probabilities"]
+    assert probabilities.shape == (2, 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-6)
+    # The logits rise with the class index for any positive mean id: "high" wins.
+    assert answer["label"].tolist() == [b"high", b"high"]
+    assert (probabilities.argmax(axis=1) == 2).all()
+
+
+@pytest.mark.parametrize("labels", [None, [], ["only"], ["a", ""], ["a", "b"]])
+def test_a_classifier_needs_one_label_per_class(labels: list[str] | None) -> None:
+    with pytest.raises(InvalidArtifactError, match="label"):
+        prepare(_classifier_bundle(labels))  # type: ignore[arg-type]
