@@ -267,3 +267,12 @@ def test_embeddings_refusals_and_the_same_model_on_oip(server: LiveServer) -> No
         answer = oip.infer(EMBEDDER, {"text": np.array([b"hello"], dtype=object)})
     assert answer["embedding"].shape == (1, 384)
     assert answer["tokens"].tolist() == [3]  # [CLS] hello [SEP]
+
+
+def test_a_language_model_also_answers_oip_inference(server: LiveServer) -> None:
+    with Client(server.url, server.admin_key) as oip:
+        prompts = np.array([b"The capital of France is", b"One, two, three,"], dtype=object)
+        answer = oip.infer(LLM, {"text_input": prompts})
+    completions = answer["text_output"].tolist()
+    assert len(completions) == 2
+    assert all(isinstance(text, bytes) and text.strip() for text in completions)

@@ -159,28 +159,36 @@ def _serve(channel: _Channel, runtime: Runtime) -> None:
             refusal = {"code": WrongModelTaskError.code, "detail": "this model generates no text"}
             channel.send({"op": "error", "id": request_id, **refusal})
             continue
-        if extra.get("op") != "run":
-            continue
-        try:
-            outputs = [str(name) for name in extra.get("outputs", [])]
-            result = run_runtime(runtime, arrays, outputs)
-            parts = encode_arrays(result, {"op": "result", "id": request_id})
-        except OpenMaaSError as exc:
-            reply = {"code": exc.code, "detail": exc.detail, "field": exc.field}
-            channel.send({"op": "error", "id": request_id, **reply})
-            continue
-        except Exception as exc:  # e.g. an output that no frame can carry
-            detail = f"the worker could not return the result: {public_message(exc)}"
-            channel.send({"op": "error", "id": request_id, **_failure(detail)})
-            continue
-        channel.send_frame(parts)
+        if extra.get("op") == "run":
+            _run(channel, runtime, arrays, extra)
+
+
+def _run(
+    channel: _Channel, runtime: Runtime, arrays: dict[str, np.ndarray], extra: dict[str, Any]
+) -> None:
+    """Answer one ``run`` (an inference on tensors) with its result or its error."""
+    request_id = extra.get("id")
+    try:
+        outputs = [str(name) for name in extra.get("outputs", [])]
+        result = run_runtime(runtime, arrays, outputs)
+        parts = encode_arrays(result, {"op": "result", "id": request_id})
+    except OpenMaaSError as exc:
+        reply = {"code": exc.code, "detail": exc.detail, "field": exc.field}
+        channel.send({"op": "error", "id": request_id, **reply})
+        return
+    except Exception as exc:  # e.g. an output that no frame can carry
+        detail = f"the worker could not return the result: {public_message(exc)}"
+        channel.send({"op": "error", "id": request_id, **_failure(detail)})
+        return
+    channel.send_frame(parts)
 
 
 def _serve_generations(channel: _Channel, runtime: Any) -> None:
     """Language models: requests run concurrently, one thread per slot, and stream back.
 
     ``generate`` carries an OpenAI-shaped body; a streamed one sends a ``chunk`` message per
-    chunk, then (like any) a ``result``. ``cancel`` stops a stream at its next token.
+    chunk, then (like any) a ``result``. ``cancel`` stops a stream at its next token. ``run``
+    (OIP inference: prompts in ``text_input``) is answered like any model's.
     """
     stopped: set[Any] = set()
     with ThreadPoolExecutor(max_workers=runtime.slots, thread_name_prefix="slot") as pool:
@@ -191,6 +199,8 @@ def _serve_generations(channel: _Channel, runtime: Any) -> None:
                 stopped.add(request_id)
             elif op == "generate":
                 pool.submit(_generate, channel, runtime, extra, stopped)
+            elif op == "run":
+                pool.submit(_run, channel, runtime, message[0], extra)
         stopped.add(_EVERYTHING)  # the parent has gone: stop every stream
 
 
