@@ -8,6 +8,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from openmaas.explain.plan import Caps
 from openmaas.llm.service import LlmService
 from openmaas.quotas import Admission, RateLimiter, UsageMeter
 from openmaas.quotas.tokens import TokenBudget
@@ -94,7 +95,15 @@ def build_services(settings: Settings) -> Services:
     signer = Signer.load_or_create(settings.signing_key_file)
     audit = AuditLog(db, signer, settings.data_dir / "audit.head")
     blobs = LocalBlobStore(settings.blob_dir)
-    registry = Registry(db, blobs, keyring, cache_seconds, audit)
+    registry = Registry(
+        db,
+        blobs,
+        keyring,
+        cache_seconds,
+        audit,
+        background_rows=settings.explain_background_rows,
+        explain_caps=Caps(settings.explain_max_evals, settings.explain_max_evals_limit),
+    )
     accounts = Accounts(
         db, _server_secret(settings), cache_seconds, audit, on_tenant_change=registry.invalidate
     )
@@ -126,7 +135,14 @@ def build_services(settings: Settings) -> Services:
         idle_seconds=settings.replica_idle_seconds,
     )
     engine = Engine(backend, defaults, metrics)
-    dataplane = DataPlane(registry, engine, admission, settings.request_timeout_seconds, metrics)
+    dataplane = DataPlane(
+        registry,
+        engine,
+        admission,
+        settings.request_timeout_seconds,
+        metrics,
+        explain_caps=Caps(settings.explain_max_evals, settings.explain_max_evals_limit),
+    )
 
     def after_erasure(blob_keys: list[str]) -> None:
         engine.forget(blob_keys)
@@ -191,6 +207,8 @@ def initialize(services: Services) -> InitResult:
                 demo.artifact,
                 visibility="public",
                 description=demo.description,
+                card=demo.card,
+                background=demo.background,
             )
             result.demo_models.append(info.model)
             log.info("published demo model %s", info.model)

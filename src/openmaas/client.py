@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
@@ -248,9 +249,15 @@ class Client:
         alias: str | None = None,
         visibility: str | None = None,
         description: str | None = None,
+        card: str | Path | bytes | Mapping[str, Any] | None = None,
+        background: str | Path | bytes | np.ndarray | None = None,
     ) -> dict[str, Any]:
-        """Publish a new version of model ``name`` from a file path or bytes."""
-        data = artifact if isinstance(artifact, bytes) else Path(artifact).read_bytes()
+        """Publish a new version of model ``name`` from a file path or bytes.
+
+        ``card`` is its model card (a dict, or a JSON / Markdown file or its bytes);
+        ``background`` input rows for explanations (an array, or a CSV / JSON / .npy file).
+        """
+        data = _read(artifact)
         params = {
             k: v
             for k, v in {
@@ -260,14 +267,40 @@ class Client:
             }.items()
             if v is not None
         }
-        result: dict[str, Any] = self._call(
-            "POST",
-            f"/api/v1/models/{quote(name)}/versions",
-            content=data,
-            params=params,
-            headers={"Content-Type": "application/octet-stream"},
-        )
-        return result
+        path = f"/api/v1/models/{quote(name)}/versions"
+        if card is None and background is None:
+            result: dict[str, Any] = self._call(
+                "POST",
+                path,
+                content=data,
+                params=params,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+            return result
+        files: dict[str, tuple[str, bytes]] = {"artifact": ("artifact", data)}
+        if card is not None:
+            raw = json.dumps(card).encode() if isinstance(card, Mapping) else _read(card)
+            files["card"] = ("card", raw)
+        if background is not None:
+            if isinstance(background, np.ndarray):
+                buffer = io.BytesIO()
+                np.save(buffer, np.asarray(background, dtype=np.float64), allow_pickle=False)
+                files["background"] = ("background.npy", buffer.getvalue())
+            else:
+                files["background"] = ("background", _read(background))
+        published: dict[str, Any] = self._call("POST", path, files=files, params=params)
+        return published
+
+    def model_card(
+        self, model: str, version: str | int = "latest", *, markdown: bool = False
+    ) -> Any:
+        """A version's model card: a dict, or its Markdown text when ``markdown``."""
+        path = f"/api/v1/models/{quote(model)}/versions/{quote(str(version))}/card"
+        if not markdown:
+            return self._call("GET", path)
+        response = self._http.get(path, headers={"Accept": "text/markdown"})
+        _raise_for_problem(response)
+        return response.text
 
     def set_alias(self, model: str, alias: str, version: int) -> dict[str, Any]:
         """Point ``alias`` (e.g. ``prod``) at a version."""
@@ -404,6 +437,85 @@ class Client:
         )
         _raise_for_problem(response)
         return _decode_response(response)
+
+    def explain(
+        self,
+        model: str,
+        inputs: Mapping[str, Any],
+        *,
+        version: str | int | None = None,
+        explainer: str = "auto",
+        **parameters: Any,
+    ) -> dict[str, Any]:
+        """Explain the model's prediction for ``inputs`` (one named input).
+
+        ``parameters`` go to the server as they are (``max_evals``, ``seed``, ``target``,
+        ``baseline``, ...; see docs/explainability.md). The answer is the server's JSON with
+        ``explanation.attributions`` and ``explanation.base_values`` as numpy arrays.
+        """
+        key = (model, None if version is None else str(version))
+        if key not in self._signatures:
+            self._signatures[key] = self.model_metadata(model, version)
+        specs = {s["name"]: s for s in self._signatures[key]["inputs"]}
+        tensors = []
+        for name, value in inputs.items():
+            datatype = specs[name]["datatype"] if name in specs else None
+            if datatype == "BYTES":
+                array = np.asarray(value, dtype=object)
+                data: list[Any] = [
+                    v.decode() if isinstance(v, bytes) else str(v) for v in array.reshape(-1)
+                ]
+            else:
+                array = np.asarray(value, dtype=_DTYPES.get(datatype or ""))
+                datatype = datatype or _datatype_of(array)
+                data = array.reshape(-1).tolist()
+            tensors.append(
+                {"name": name, "datatype": datatype, "shape": list(array.shape), "data": data}
+            )
+        body = {"inputs": tensors, "parameters": {"explainer": explainer, **parameters}}
+        result: dict[str, Any] = self._call(
+            "POST", self._model_path(model, version) + "/explain", json=body
+        )
+        explanation = result["explanation"]
+        for name in ("attributions", "base_values"):
+            tensor = explanation[name]
+            explanation[name] = np.asarray(tensor["data"], dtype=np.float64).reshape(
+                tensor["shape"]
+            )
+        return result
+
+    def explain_heatmap(
+        self,
+        model: str,
+        inputs: Mapping[str, Any],
+        *,
+        version: str | int | None = None,
+        **parameters: Any,
+    ) -> bytes:
+        """The explanation of an image input as a PNG heatmap over the image."""
+        body = {
+            "inputs": [
+                {
+                    "name": name,
+                    "datatype": "FP32",
+                    "shape": list(np.shape(value)),
+                    "data": np.asarray(value, dtype=np.float32).reshape(-1).tolist(),
+                }
+                for name, value in inputs.items()
+            ],
+            "parameters": parameters,
+        }
+        response = self._http.post(
+            self._model_path(model, version) + "/explain",
+            json=body,
+            headers={"Accept": "image/png"},
+        )
+        _raise_for_problem(response)
+        return response.content
+
+
+def _read(source: str | Path | bytes) -> bytes:
+    return source if isinstance(source, bytes) else Path(source).read_bytes()
 
 
 def _datatype_of(array: np.ndarray) -> str:

@@ -19,6 +19,9 @@ that was wrong. The server renders them as RFC 9457 problems; the client raises 
     │   ├── JSONTooDeepError (400 json_too_deep)
     │   ├── TensorTooLargeError (422 tensor_too_large)
     │   └── RequestValidationError (422 validation_error)
+    │       ├── InvalidModelCardError (422 invalid_model_card)
+    │       ├── ExplainCostError (422 explain_cost_exceeded)
+    │       └── ExplanationUnavailableError (422 explanation_unavailable)
     ├── AuthenticationError (401 unauthenticated)
     │   └── InvalidApiKeyFormatError (401 invalid_api_key_format)
     ├── PermissionDeniedError (403 permission_denied)
@@ -49,10 +52,13 @@ __all__ = [
     "DatatypeMismatchError",
     "DeadlineExceededError",
     "DrainingError",
+    "ExplainCostError",
+    "ExplanationUnavailableError",
     "InferenceError",
     "InvalidApiKeyFormatError",
     "InvalidArtifactError",
     "InvalidInputError",
+    "InvalidModelCardError",
     "JSONTooDeepError",
     "MalformedJSONError",
     "MethodNotAllowedError",
@@ -170,6 +176,21 @@ class RequestValidationError(BadRequestError):
     status = 422
     code = "validation_error"
     title = "The request does not match the expected schema"
+
+
+class InvalidModelCardError(RequestValidationError):
+    code = "invalid_model_card"
+    title = "The model card does not match the card schema"
+
+
+class ExplainCostError(RequestValidationError):
+    code = "explain_cost_exceeded"
+    title = "The explanation needs more model evaluations than the cap allows"
+
+
+class ExplanationUnavailableError(RequestValidationError):
+    code = "explanation_unavailable"
+    title = "This explanation method cannot explain this model or input"
 
 
 class AuthenticationError(OpenMaaSError):

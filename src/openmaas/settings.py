@@ -143,6 +143,22 @@ class Settings(BaseSettings):
         ge=1,
         description="Most tokens one completion may generate (and the default max_tokens).",
     )
+    explain_max_evals: int = Field(
+        default=2048,
+        ge=1,
+        description="Model evaluations one explain call may use unless it sets max_evals.",
+    )
+    explain_max_evals_limit: int = Field(
+        default=65_536,
+        ge=1,
+        description="The most model evaluations an explain call may ask for with max_evals.",
+    )
+    explain_background_rows: int = Field(
+        default=8,
+        ge=1,
+        le=1000,
+        description="Rows of background data kept per model version (a k-means summary).",
+    )
     key_daily_quota: int | None = Field(
         default=None, ge=1, description="Requests per UTC day allowed per API key (unset: none)."
     )

@@ -102,6 +102,15 @@ ROUTES: tuple[Route, ...] = (
         json=BODY,
     ),
     Route(
+        "explain",
+        "POST",
+        "/v2/models/{model_path}",
+        "/v2/models/{model}/explain",
+        Action.INFER,
+        foreign=True,
+        json={**BODY, "parameters": {"baseline": 0}},
+    ),
+    Route(
         "version-infer",
         "POST",
         "/v2/models/{model_path}",
@@ -196,6 +205,15 @@ ROUTES: tuple[Route, ...] = (
         foreign=True,
         json={"description": "d{n}"},
     ),
+    Route(
+        "card-show",
+        "GET",
+        f"{_M}/versions/{{version}}/card",
+        "/api/v1/models/{model}/versions/1/card",
+        Action.MODELS_READ,
+        foreign=True,
+    ),
+    Route("card-schema", "GET", "/api/v1/model-card-schema", "/api/v1/model-card-schema", None),
     Route(
         "deployment-show",
         "GET",

@@ -123,9 +123,10 @@ def test_the_inference_body_is_documented(http: TestClient) -> None:
     assert set(operation["responses"]["200"]["content"]) == {
         "application/json",
         "application/octet-stream",
+        "image/png",  # explanation heatmaps
     }
     model_path = next(p for p in operation["parameters"] if p["name"] == "model_path")
-    assert model_path["schema"]["pattern"] == r"^.+/infer$"
+    assert model_path["schema"]["pattern"] == r"^.+/(infer|explain)$"
 
 
 def test_rules_the_services_check_are_in_the_schema(http: TestClient) -> None:

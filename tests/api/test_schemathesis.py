@@ -95,7 +95,9 @@ def _obey_runtime_rules(case: schemathesis.Case) -> None:
     body = case.body
     label = case.operation.label
     if label == "POST /api/v1/models/{model_id}/versions":
-        case.body = scale_model()  # an artifact is a model, not any bytes
+        # An artifact is a model, not any bytes; a form carries it as its one part.
+        multipart = case.media_type == "multipart/form-data"
+        case.body = {"artifact": scale_model()} if multipart else scale_model()
     elif label == "POST /api/v1/keys" and isinstance(body, dict):
         if body.get("expires_at") is not None:  # in the future
             body["expires_at"] = (datetime.now(UTC) + timedelta(days=1)).isoformat()

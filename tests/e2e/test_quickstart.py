@@ -62,3 +62,4 @@ def test_quickstart_runs(server: LiveServer) -> None:
     )
     assert python.returncode == 0, python.stderr
     assert "output_label" in python.stdout
+    assert "'additivity_error'" in python.stdout

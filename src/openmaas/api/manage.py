@@ -6,7 +6,8 @@ import functools
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 from starlette.concurrency import run_in_threadpool
@@ -14,14 +15,18 @@ from starlette.concurrency import run_in_threadpool
 from openmaas.api import _fields
 from openmaas.api._routes import ModelIdPath, ModelRoute
 from openmaas.api.deps import CurrentPrincipal, ServicesDep
-from openmaas.errors import PermissionDeniedError
+from openmaas.api.multipart import is_multipart, parse_parts
+from openmaas.errors import BadRequestError, PermissionDeniedError
 from openmaas.registry import ModelDetail, ModelRef, ModelSummary, VersionInfo
+from openmaas.registry.card_schema import CARD_SCHEMA
+from openmaas.registry.cards import card_hash, render_markdown
 from openmaas.security import ApiKeyInfo, TenantInfo
 from openmaas.serving.deployment import Deployment
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1", tags=["Management"], route_class=ModelRoute)
+_PUBLISH_PARTS = ("artifact", "card", "background")
 
 
 class _Body(BaseModel):
@@ -186,12 +191,34 @@ def list_models(principal: CurrentPrincipal, services: ServicesDep) -> list[Mode
 @router.post(
     "/models/{model_id:path}/versions",
     status_code=201,
-    summary="Publish a new version (the body is the artifact, e.g. an .onnx file)",
+    summary="Publish a new version (the body is the artifact, e.g. an .onnx file, or a form "
+    "with the artifact, its model card and background data)",
     openapi_extra={
         "requestBody": {
             "required": True,
             "content": {
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["artifact"],
+                        "properties": {
+                            "artifact": {"type": "string", "format": "binary"},
+                            "card": {
+                                "type": "string",
+                                "format": "binary",
+                                "description": "The model card: JSON, or Markdown with YAML "
+                                "front matter (see GET /api/v1/model-card-schema).",
+                            },
+                            "background": {
+                                "type": "string",
+                                "format": "binary",
+                                "description": "Input rows for explanations: CSV (optional "
+                                "header of feature names), JSON or .npy.",
+                            },
+                        },
+                    }
+                },
             },
         }
     },
@@ -228,6 +255,12 @@ async def publish_version(
             f"only tenant {ref.tenant!r} can publish versions of {model_id!r}"
         )
     data = await request.body()
+    card = background = None
+    if is_multipart(request.headers.get("content-type", "")):
+        parts = parse_parts(data, request.headers["content-type"], _PUBLISH_PARTS)
+        if "artifact" not in parts:
+            raise BadRequestError("the form has no 'artifact' part", field="artifact")
+        data, card, background = parts["artifact"], parts.get("card"), parts.get("background")
     # Validating and loading an artifact takes seconds for a big model: not on the event loop.
     return await run_in_threadpool(
         functools.partial(
@@ -239,8 +272,40 @@ async def publish_version(
             visibility=visibility,
             description=description,
             format=format,
+            card=card,
+            background=background,
         )
     )
+
+
+@router.get("/model-card-schema", summary="The JSON schema every model card follows")
+def model_card_schema(principal: CurrentPrincipal) -> dict[str, Any]:
+    return CARD_SCHEMA
+
+
+@router.get(
+    "/models/{model_id:path}/versions/{version}/card",
+    summary="A version's model card, as JSON or (Accept: text/markdown) Markdown",
+    responses={200: {"content": {"text/markdown": {}}}},
+)
+def get_card(
+    model_id: ModelIdPath,
+    version: Annotated[
+        str,
+        Path(
+            description="A version number, or an alias such as `latest`.",
+            json_schema_extra={"pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
+        ),
+    ],
+    request: Request,
+    principal: CurrentPrincipal,
+    services: ServicesDep,
+) -> Response:
+    card = services.registry.card(principal, ModelRef.parse(model_id), version)
+    headers = {"ETag": f'"{card_hash(card)}"'}
+    if "text/markdown" in request.headers.get("accept", ""):
+        return Response(render_markdown(card), media_type="text/markdown", headers=headers)
+    return JSONResponse(card, headers=headers)
 
 
 @router.put("/models/{model_id:path}/aliases/{alias}", summary="Point an alias at a version")

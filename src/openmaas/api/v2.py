@@ -23,9 +23,9 @@ __all__ = ["ModelPath", "parse_model_path", "router"]
 
 router = APIRouter(tags=["Open Inference Protocol v2"])
 
-EXTENSIONS = ["binary_tensor_data"]
+EXTENSIONS = ["binary_tensor_data", "explain"]
 HEADER_LENGTH = "inference-header-content-length"
-_ACTIONS = ("ready", "infer")
+_ACTIONS = ("ready", "infer", "explain")
 
 
 @dataclass(frozen=True)
@@ -34,11 +34,11 @@ class ModelPath:
 
     model: ModelRef
     version: str | None
-    action: str  # "metadata", "ready" or "infer"
+    action: str  # "metadata", "ready", "infer" or "explain"
 
 
 def parse_model_path(path: str) -> ModelPath:
-    """Split ``tenant/name[/versions/v][/ready|/infer]`` (the tenant is optional)."""
+    """Split ``tenant/name[/versions/v][/ready|/infer|/explain]`` (the tenant is optional)."""
     parts = [p for p in path.split("/") if p]
     action = "metadata"
     if parts and parts[-1] in _ACTIONS:
@@ -50,7 +50,7 @@ def parse_model_path(path: str) -> ModelPath:
     if len(parts) not in (1, 2):
         raise NotFoundError(
             f"no OIP route /v2/models/{path}; use /v2/models/<tenant>/<name>"
-            "[/versions/<version>][/ready|/infer]"
+            "[/versions/<version>][/ready|/infer|/explain]"
         )
     tenant = parts[0] if len(parts) == 2 else None
     return ModelPath(ModelRef(tenant, parts[-1]), version, action)
@@ -77,8 +77,10 @@ async def model_get(
     model_path: str, principal: CurrentPrincipal, services: ServicesDep
 ) -> dict[str, Any]:
     target = parse_model_path(model_path)
-    if target.action == "infer":
-        raise MethodNotAllowedError("inference takes POST with an OIP request body", allow="POST")
+    if target.action in ("infer", "explain"):
+        raise MethodNotAllowedError(
+            f"{target.action} takes POST with an OIP request body", allow="POST"
+        )
     dataplane = services.dataplane
     if target.action == "ready":
         is_ready = dataplane.ready(principal, target.model, target.version)
@@ -88,9 +90,11 @@ async def model_get(
 
 @router.post(
     "/v2/models/{model_path:path}",
-    summary="Inference",
+    summary="Inference (.../infer) or explanation (.../explain)",
     openapi_extra=INFER_OPENAPI,
-    responses={200: {"content": {"application/octet-stream": {}}}},  # binary outputs
+    responses={
+        200: {"content": {"application/octet-stream": {}, "image/png": {}}}
+    },  # binary outputs, explanation heatmaps
 )
 async def model_infer(
     model_path: Annotated[str, Path(json_schema_extra={"pattern": INFER_PATH_PATTERN})],
@@ -99,9 +103,10 @@ async def model_infer(
     services: ServicesDep,
 ) -> Response:
     target = parse_model_path(model_path)
-    if target.action != "infer":
+    if target.action not in ("infer", "explain"):
         raise MethodNotAllowedError(
-            f"POST is for /v2/models/{model_path}/infer; metadata and readiness take GET",
+            f"POST is for /v2/models/{model_path}/infer (or /explain); metadata and readiness "
+            "take GET",
             allow="GET",
         )
     header_value = request.headers.get(HEADER_LENGTH)
@@ -113,6 +118,10 @@ async def model_infer(
                 field="Inference-Header-Content-Length",
             )
         header_length = int(header_value)
+    if target.action == "explain":
+        from openmaas.api.explain import explain_response
+
+        return await explain_response(target, request, principal, services, header_length)
     settings = services.settings
     infer_request = decode_request(
         await request.body(),

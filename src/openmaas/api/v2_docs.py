@@ -12,8 +12,9 @@ from openmaas.runtimes import DATATYPES
 
 __all__ = ["INFER_OPENAPI", "INFER_PATH_PATTERN"]
 
-# POST /v2/models/{model_path} is inference only when the path ends in /infer; elsewhere 405.
-INFER_PATH_PATTERN = r"^.+/infer$"
+# POST /v2/models/{model_path} is inference when the path ends in /infer, an explanation when
+# it ends in /explain; elsewhere 405.
+INFER_PATH_PATTERN = r"^.+/(infer|explain)$"
 
 _PARAMETERS: dict[str, Any] = {"type": "object", "additionalProperties": True}
 _INPUT: dict[str, Any] = {
@@ -51,7 +52,8 @@ INFER_REQUEST: dict[str, Any] = {
 # The binary tensor extension (a JSON header of Inference-Header-Content-Length bytes, then
 # raw tensor data) is described in the operation's text: JSON Schema cannot state its framing.
 INFER_OPENAPI: dict[str, Any] = {
-    "description": "An Open Inference Protocol v2 inference request. With the "
+    "description": "An Open Inference Protocol v2 inference request (for `/explain`, "
+    "`parameters` also choose the explainer: see docs/explainability.md). With the "
     "`binary_tensor_data` extension the body is a JSON header of "
     "`Inference-Header-Content-Length` bytes followed by the raw tensor data.",
     "requestBody": {

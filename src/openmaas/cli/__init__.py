@@ -12,13 +12,13 @@ import sys
 import click
 import httpx
 
-from openmaas.cli import accounts, models, security, server
+from openmaas.cli import accounts, explain, models, security, server
 from openmaas.cli._base import cli
 from openmaas.client import DEFAULT_URL
 from openmaas.errors import OpenMaaSError
 
 __all__ = ["cli", "main"]
-_COMMAND_MODULES = (accounts, models, security, server)
+_COMMAND_MODULES = (accounts, explain, models, security, server)
 
 
 def main() -> None:

@@ -26,6 +26,18 @@ def models() -> None:
 @click.option("--alias", default=None, help="Also point this alias (e.g. prod) at it.")
 @click.option("--visibility", type=click.Choice(["private", "public"]), default=None)
 @click.option("--description", default=None, help="One paragraph for the model card.")
+@click.option(
+    "--card",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The model card: a JSON file, or Markdown with YAML front matter.",
+)
+@click.option(
+    "--background",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Input rows for explanations: CSV (optional header), JSON or .npy.",
+)
 @pass_ctx
 def models_publish(
     ctx: _Context,
@@ -34,13 +46,36 @@ def models_publish(
     alias: str | None,
     visibility: str | None,
     description: str | None,
+    card: Path | None,
+    background: Path | None,
 ) -> None:
     """Publish ARTIFACT (an .onnx file) as the next version of model NAME."""
     with ctx.client() as client:
         info = client.publish(
-            artifact, name, alias=alias, visibility=visibility, description=description
+            artifact,
+            name,
+            alias=alias,
+            visibility=visibility,
+            description=description,
+            card=card,
+            background=background,
         )
     click.echo(f"Published {info['model']} version {info['version']} (sha256 {info['sha256']})")
+
+
+@models.command("card")
+@click.argument("model")
+@click.option("--version", default="latest", show_default=True, help="Version or alias.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of Markdown.")
+@pass_ctx
+def models_card(ctx: _Context, model: str, version: str, as_json: bool) -> None:
+    """Print MODEL's model card (Markdown with YAML front matter, or JSON)."""
+    with ctx.client() as client:
+        card = client.model_card(model, version, markdown=not as_json)
+    if as_json:
+        _echo_json(card)
+    else:
+        click.echo(card)
 
 
 @models.command("list")

@@ -24,6 +24,7 @@ from openmaas.errors import (
     OverloadedError,
     WrongModelTaskError,
 )
+from openmaas.llm.attribution import attribute_prompt, count_evals, plan_spans
 from openmaas.llm.slots import FairSlots
 from openmaas.quotas import Admission
 from openmaas.quotas.tokens import TokenBudget, token_scopes
@@ -122,6 +123,51 @@ class LlmService:
             _raise_for_error(result, job)
             return _tidy(result, job)
         finally:
+            self._account(job)
+
+    async def explain_prompt(
+        self,
+        job: Generation,
+        prompt: str,
+        *,
+        completion: str | None,
+        completion_tokens: int,
+        max_evals: int,
+        chat: bool,
+    ) -> dict[str, Any]:
+        """Attribute a completion's first tokens to the prompt's words by occlusion
+        (``attribution.py``), all in one slot; its tokens are counted like a request's.
+
+        Raises CostCapError (and InvalidInputError for a prompt or ``completion_tokens`` it
+        cannot attribute) before any slot is taken or model started.
+        """
+        spans = plan_spans(prompt, completion_tokens, max_evals, chat)
+        calls = count_evals(len(spans), completion_tokens)
+        job.prompt_tokens = calls * _estimated_tokens({"prompt": prompt})  # charged at entry
+
+        async def generate(kind: str, body: dict[str, Any]) -> dict[str, Any]:
+            answer: dict[str, Any] = await replica.generate(kind, body)
+            usage = answer.get("usage") or {}
+            job.prompt_tokens += int(usage.get("prompt_tokens", 0))
+            job.completion_tokens += int(usage.get("completion_tokens", 0))
+            _raise_for_error(answer, job)
+            return answer
+
+        ran = False
+        try:
+            async with self._slot(job) as replica:
+                ran, job.prompt_tokens = True, 0  # from here on, llama.cpp's own counts
+                return await attribute_prompt(
+                    generate,
+                    prompt,
+                    completion=completion,
+                    completion_tokens=completion_tokens,
+                    max_evals=max_evals,
+                    chat=chat,
+                )
+        finally:
+            if not ran:  # no slot or no replica: nothing was used
+                job.prompt_tokens = 0
             self._account(job)
 
     async def stream(

@@ -11,17 +11,31 @@ import json
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from openmaas.registry.demo_cards import demo_card
 
 __all__ = ["DemoModel", "build_demo_models", "embedding_models"]
 
 
 @dataclass(frozen=True)
 class DemoModel:
-    """A demo model ready to publish."""
+    """A demo model ready to publish, with its model card and background data if any."""
 
     name: str
     description: str
     artifact: bytes
+    card: dict[str, Any] | None = None
+    background: bytes | None = None  # CSV rows for explanations (tabular models)
+
+
+def _csv(rows: np.ndarray, names: list[str]) -> bytes:
+    """Rows as CSV with a header of feature names (the names become the card's features)."""
+    lines = [",".join(name.replace(",", ";") for name in names)]
+    lines += [",".join(repr(float(v)) for v in row) for row in rows]
+    return ("\n".join(lines) + "\n").encode()
 
 
 def _to_onnx(estimator: object, n_features: int) -> bytes:
@@ -74,6 +88,7 @@ def embedding_models() -> list[DemoModel]:
                 "(FP32 [batch, 384]) and 'tokens' out."
             ),
             artifact=bundle(encoder, tokenizer, max_length=int(length)),
+            card=demo_card("all-minilm-l6-v2"),
         )
     ]
 
@@ -94,6 +109,7 @@ def _language_models() -> list[DemoModel]:
                 "a small chat model. Call it with the OpenAI API at /v1/chat/completions."
             ),
             artifact=gguf.read_bytes(),
+            card=demo_card("smollm2-135m-instruct"),
         )
     ]
 
@@ -117,6 +133,11 @@ def _tabular_models() -> list[DemoModel]:
     logistic = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     logistic.fit(digits.data.astype("float32"), digits.target)
 
+    cancer_x = cancer.data.astype("float32")
+    digits_x = digits.data.astype("float32")
+    cancer_accuracy = float(forest.score(cancer_x, cancer.target))
+    digits_accuracy = float(logistic.score(digits_x, digits.target))
+    pixels = [f"pixel_{row}_{column}" for row in range(8) for column in range(8)]
     return [
         DemoModel(
             name="breast-cancer",
@@ -126,6 +147,8 @@ def _tabular_models() -> list[DemoModel]:
                 "and the probabilities of both classes."
             ),
             artifact=_to_onnx(forest, 30),
+            card=demo_card("breast-cancer", {"accuracy": cancer_accuracy}),
+            background=_csv(cancer_x, [str(n) for n in cancer.feature_names]),
         ),
         DemoModel(
             name="digits",
@@ -135,5 +158,7 @@ def _tabular_models() -> list[DemoModel]:
                 "probabilities of the 10 classes."
             ),
             artifact=_to_onnx(logistic, 64),
+            card=demo_card("digits", {"accuracy": digits_accuracy}),
+            background=_csv(digits_x, pixels),
         ),
     ]

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from openmaas.registry.demo import DemoModel
+from openmaas.registry.demo_cards import demo_card
 
 if TYPE_CHECKING:
     import torch
@@ -149,6 +150,7 @@ def _digits_cnn() -> DemoModel:
     images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1)
     labels = torch.tensor(digits.target, dtype=torch.int64)
     train = torch.arange(len(labels)) % 5 != 0
+    held_images, held_labels = images[~train] / 16, labels[~train]
     images, labels = images[train] / 16, labels[train]
     network = nn.Sequential(
         nn.Conv2d(1, 8, 3, padding=1),
@@ -169,6 +171,8 @@ def _digits_cnn() -> DemoModel:
         return images[rows], labels[rows]
 
     _train(network, len(order) // _BATCH, sample, learning_rate=1e-2)
+    with torch.no_grad():
+        accuracy = float((network(held_images).argmax(dim=1) == held_labels).float().mean())
     model = _classifier(network, 1 / 16)
     artifact = _export(
         model, torch.zeros(1, 1, 8, 8), ("pixels", "digit", "probabilities"), {0: "batch"}
@@ -181,6 +185,7 @@ def _digits_cnn() -> DemoModel:
             "[batch] and the probabilities of the 10 digits in 'probabilities' FP32 [batch, 10]."
         ),
         artifact=artifact,
+        card=demo_card("digits-cnn", {"accuracy": accuracy}),
     )
 
 
@@ -208,6 +213,10 @@ def _sequence_lstm() -> DemoModel:
         return torch.from_numpy(values), torch.from_numpy(trends)
 
     _train(network, _LSTM_BATCHES, sample, learning_rate=1e-2)
+    with torch.no_grad():
+        values, trends = trend_sequences(256, 15, seed=_SEED + 10_000)
+        predicted = network(torch.from_numpy(values)).argmax(dim=1).numpy()
+    accuracy = float((predicted == trends).mean())
     model = _classifier(network)
     artifact = _export(
         model,
@@ -225,4 +234,9 @@ def _sequence_lstm() -> DemoModel:
             "3 trends in 'probabilities' FP32 [batch, 3]."
         ),
         artifact=artifact,
+        card=demo_card(
+            "sequence-lstm",
+            {"accuracy": accuracy},
+            data="256 fresh sequences of 15 steps, not seen in training",
+        ),
     )

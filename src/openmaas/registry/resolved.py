@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from openmaas.errors import RequestValidationError
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ResolvedVersion",
     "artifact_context",
+    "background_context",
     "check_deployment",
     "deployment_data",
     "resolution",
@@ -44,11 +46,18 @@ class ResolvedVersion:
     weight: float = DEFAULT_WEIGHT  # the caller's fair-share weight: its grant's, else its tenant's
     grant_id: int | None = None  # set when the caller reaches the model through a grant
     grant_quota_per_day: int | None = None
+    facts: Mapping[str, Any] = field(default_factory=dict)  # what publishing found (labels, ...)
+    background_blob_sha256: str | None = None  # encrypted background rows for explanations
 
 
 def artifact_context(tenant_id: int, model_pk: int, version: int) -> bytes:
     """What an artifact's encryption is bound to: tenant, model and version."""
     return f"artifact:tenant={tenant_id}:model={model_pk}:version={version}".encode()
+
+
+def background_context(tenant_id: int, model_pk: int, version: int) -> bytes:
+    """What a version's background rows are bound to (encrypted with its data key)."""
+    return f"background:tenant={tenant_id}:model={model_pk}:version={version}".encode()
 
 
 def stored_deployment(data: dict[str, Any] | None, label: str) -> Deployment:
@@ -106,4 +115,6 @@ def resolution(
         weight=weight if grant is None or grant.weight is None else grant.weight,
         grant_id=None if grant is None else grant.id,
         grant_quota_per_day=None if grant is None else grant.quota_per_day,
+        facts=dict(row.card),
+        background_blob_sha256=row.background_blob_sha256,
     )

@@ -16,12 +16,18 @@ from openmaas.errors import (
     ServiceUnavailableError,
     VersionNotFoundError,
 )
+from openmaas.explain.background import background_bytes, background_from_bytes
+from openmaas.explain.plan import Caps
+from openmaas.explain.types import Background
 from openmaas.names import check_alias_name, check_model_name
+from openmaas.registry.cards import card_hash, default_card, parse_card, with_explanation_quality
+from openmaas.registry.explaining import explanation_facts, measure_quality, prepare_background
 from openmaas.registry.lookup import LATEST, find_model, find_own_model, find_version, grant_for
 from openmaas.registry.refs import ModelRef
 from openmaas.registry.resolved import (
     ResolvedVersion,
     artifact_context,
+    background_context,
     check_deployment,
     deployment_data,
     resolution,
@@ -67,6 +73,8 @@ class VersionInfo:
     signature: dict[str, Any]
     card: dict[str, Any]
     created_at: datetime
+    card_sha256: str | None = None  # of the model card (GET .../versions/{v}/card)
+    background: dict[str, Any] | None = None  # the stored background rows: source and count
 
 
 @dataclass(frozen=True)
@@ -110,7 +118,11 @@ class Registry:
         keyring: Keyring,
         cache_seconds: float = 0.0,
         audit: AuditLog | None = None,
+        background_rows: int = 8,
+        explain_caps: Caps | None = None,
     ) -> None:
+        self._background_rows = background_rows
+        self._explain_caps = explain_caps or Caps(default_evals=2048, limit_evals=65_536)
         self._db = db
         self._audit = audit
         self._blobs = blobs
@@ -169,6 +181,36 @@ class Registry:
         except (EnvelopeError, BlobCorruptedError) as exc:
             raise InferenceError(f"the stored artifact of {label} failed its check: {exc}") from exc
 
+    def load_background(self, resolved: ResolvedVersion) -> Background | None:
+        """The version's background rows for explanations, decrypted; None if it has none."""
+        if resolved.background_blob_sha256 is None or resolved.wrapped_key is None:
+            return None
+        label = f"{resolved.model_id} version {resolved.version}"
+        context = artifact_context(resolved.owner_tenant_id, resolved.model_pk, resolved.version)
+        sealed_for = background_context(
+            resolved.owner_tenant_id, resolved.model_pk, resolved.version
+        )
+        try:
+            key = self._keyring.object_key(resolved.owner_tenant_id, resolved.wrapped_key, context)
+            blob = self._blobs.get(resolved.background_blob_sha256, verify=False)
+            return background_from_bytes(envelope.decrypt(key, sealed_for, blob))
+        except KeyDestroyedError as exc:
+            raise VersionNotFoundError(f"{label} was erased") from exc
+        except (EnvelopeError, BlobCorruptedError) as exc:
+            raise InferenceError(
+                f"the stored background of {label} failed its check: {exc}"
+            ) from exc
+
+    def card(self, principal: Principal, ref: ModelRef, version: str | None) -> dict[str, Any]:
+        """A version's model card (a generated one for versions published without)."""
+        with self._db.session() as session:
+            model, tenant = find_model(session, principal, ref)
+            require(principal, Action.MODELS_READ)
+            row = find_version(session, model, version)
+            if row.model_card is not None:
+                return dict(row.model_card)
+            return default_card(f"{tenant.name}/{model.name}", model.description, row.card)
+
     def check_storage(self) -> list[str]:
         """Every stored version whose blob is missing or not a valid envelope (start-up check)."""
         problems = []
@@ -202,18 +244,38 @@ class Registry:
         visibility: str | None = None,
         description: str | None = None,
         format: str | None = None,
+        card: bytes | dict[str, Any] | None = None,
+        background: bytes | None = None,
     ) -> VersionInfo:
-        """Validate and store a new version; ``latest`` follows it, ``alias`` moves to it."""
+        """Validate and store a new version; ``latest`` follows it, ``alias`` moves to it.
+
+        ``card`` is the model card (JSON, or Markdown with YAML front matter; a dict for
+        demo models); ``background`` a sample of input rows for explanations (CSV, JSON or
+        .npy), kept encrypted as a summary of at most ``background_rows`` rows.
+        """
         require(principal, Action.MODELS_WRITE)
         check_model_name(name)
         if alias is not None:
             check_alias_name(alias)
         if visibility is not None:
             _check_visibility(visibility)
+        model_card = parse_card(card) if isinstance(card, bytes) else card
         prepared = prepare_artifact(data, format)
         sha256 = hashlib.sha256(prepared.data).hexdigest()
         self._keyring.ensure_tenant_key(principal.tenant_id)
-        card = {"description": description or "", **prepared.facts}
+        facts = {**prepared.facts, **explanation_facts(prepared)}
+        extras = None
+        if background is not None:
+            extras = prepare_background(background, prepared, self._background_rows)
+            if extras.feature_names:
+                facts["feature_names"] = extras.feature_names
+            facts["background"] = extras.summary.summary()
+            quality = measure_quality(prepared, extras, facts, self._explain_caps)
+        card = {"description": description or "", **facts}
+        if model_card is None:
+            model_card = default_card(name, description or "", facts)
+        if extras is not None:
+            model_card = with_explanation_quality(model_card, quality)
         with self._db.session() as session:
             model = session.scalar(
                 select(Model).where(Model.tenant_id == principal.tenant_id, Model.name == name)
@@ -241,6 +303,14 @@ class Registry:
             context = artifact_context(principal.tenant_id, model.id, number)
             key, wrapped_key = self._keyring.new_object_key(principal.tenant_id, context)
             blob_sha256 = self._blobs.put(envelope.encrypt(key, context, prepared.data))
+            background_blob = None
+            if extras is not None:
+                sealed = envelope.encrypt(
+                    key,
+                    background_context(principal.tenant_id, model.id, number),
+                    background_bytes(extras.summary),
+                )
+                background_blob = self._blobs.put(sealed)
             row = ModelVersion(
                 model_id=model.id,
                 version=number,
@@ -251,6 +321,8 @@ class Registry:
                 size_bytes=len(prepared.data),
                 signature=prepared.signature.to_dict(),
                 card=card,
+                model_card=model_card,
+                background_blob_sha256=background_blob,
             )
             session.add(row)
             session.flush()
@@ -266,6 +338,8 @@ class Registry:
             info.model,
             version=info.version,
             sha256=info.sha256,
+            card_sha256=info.card_sha256,
+            background_rows=info.background["rows"] if info.background else None,
         )
         return info
 
@@ -414,6 +488,8 @@ class Registry:
             signature=row.signature,
             card=row.card,
             created_at=row.created_at,
+            card_sha256=card_hash(row.model_card) if row.model_card is not None else None,
+            background=(row.card.get("background") if row.background_blob_sha256 else None),
         )
 
 

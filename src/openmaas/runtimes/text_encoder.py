@@ -187,6 +187,20 @@ class TextEncoderRuntime:
             answer["label"] = label
         return {name: answer[name] for name in outputs} if outputs else answer
 
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        """The character spans of ``text``'s words as the model reads them (its word pieces
+        joined; special tokens and what truncation dropped left out)."""
+        encoding = self._tokenizer.encode(text)
+        spans: dict[int, tuple[int, int]] = {}
+        for word, (start, end), special in zip(
+            encoding.word_ids, encoding.offsets, encoding.special_tokens_mask, strict=True
+        ):
+            if special or word is None or end <= start:
+                continue
+            first, _ = spans.get(word, (start, end))
+            spans[word] = (first, end)
+        return list(spans.values())
+
     def unload(self) -> None:
         if self._encoder is not None:
             self._encoder.unload()

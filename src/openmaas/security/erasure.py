@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -132,7 +132,7 @@ class Erasure:
                 "keys": _count(session, ApiKey, ApiKey.tenant_id == tenant.id),
                 "members": _count(session, Member, Member.tenant_id == tenant.id),
             }
-            blobs = [v.blob_sha256 for v in versions if v.blob_sha256]
+            blobs = _blobs_of(versions)
             tenant_id = tenant.id
             session.delete(tenant)
             session.commit()
@@ -150,7 +150,7 @@ class Erasure:
                 select(ModelVersion).where(ModelVersion.model_id == model.id)
             ).all()
             destroyed = [_fingerprint(v.wrapped_key) for v in versions]
-            blobs = [v.blob_sha256 for v in versions if v.blob_sha256]
+            blobs = _blobs_of(versions)
             target = f"model {tenant.name}/{model.name}"
             session.delete(model)
             session.commit()
@@ -165,7 +165,7 @@ class Erasure:
             require(principal, Action.MODELS_WRITE)
             row = find_version(session, model, str(version))
             destroyed = [_fingerprint(row.wrapped_key)]
-            blobs = [row.blob_sha256] if row.blob_sha256 else []
+            blobs = _blobs_of([row])
             session.delete(row)
             session.flush()
             newest = session.scalar(
@@ -339,3 +339,9 @@ class Erasure:
 
 def _count(session: Session, table: Any, condition: Any) -> int:
     return int(session.scalar(select(func.count()).select_from(table).where(condition)) or 0)
+
+
+def _blobs_of(versions: Sequence[ModelVersion]) -> list[str]:
+    """Every blob the versions stored: artifacts, then background rows."""
+    artifacts = [v.blob_sha256 for v in versions if v.blob_sha256]
+    return artifacts + [v.background_blob_sha256 for v in versions if v.background_blob_sha256]

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from openmaas.errors import OpenMaaSError, RateLimitedError, RequestValidationError
+from openmaas.explain.job import ExplainJob, ExplainResult
+from openmaas.explain.plan import Caps, plan_job
+from openmaas.explain.types import Background
 from openmaas.quotas import Admission
 from openmaas.registry import ModelRef, Registry, ResolvedVersion
 from openmaas.runtimes.datatypes import datatype_of
@@ -26,7 +29,16 @@ if TYPE_CHECKING:
     from openmaas.serving.metrics import EngineMetrics
 from openmaas.serving.validation import validate_request
 
-__all__ = ["DataPlane"]
+__all__ = ["DataPlane", "Explained"]
+
+
+@dataclass(frozen=True)
+class Explained:
+    """An explanation with what it explains: the model version and the request's input."""
+
+    resolved: ResolvedVersion
+    job: ExplainJob
+    result: ExplainResult
 
 
 @dataclass
@@ -49,6 +61,7 @@ class DataPlane:
         admission: Admission | None = None,
         default_timeout: float = 30.0,
         metrics: EngineMetrics | None = None,
+        explain_caps: Caps | None = None,
     ) -> None:
         # Element counts are checked by the wire codecs on the declared shape, before any
         # data is allocated (api/v2_codec.py).
@@ -58,6 +71,8 @@ class DataPlane:
         self._default_timeout = default_timeout
         self._metrics = metrics
         self._plans: dict[str, _Plan] = {}
+        self._explain_caps = explain_caps or Caps(default_evals=2048, limit_evals=65_536)
+        self._backgrounds: dict[str, Background | None] = {}
 
     def handle(self, resolved: ResolvedVersion) -> ModelHandle:
         """How the engine loads this version."""
@@ -97,6 +112,7 @@ class DataPlane:
         """Drop what was worked out for these versions (after an erasure)."""
         for key in keys:
             self._plans.pop(key, None)
+            self._backgrounds.pop(key, None)
 
     def deadline(self, timeout: object) -> float:
         """The monotonic deadline for a requested timeout in seconds (None: the default)."""
@@ -151,13 +167,7 @@ class DataPlane:
         request's ``timeout`` and ``priority`` parameters. ``client_gone`` says whether the
         caller went away; its queued work is then dropped (see ``Engine.submit``).
         """
-        params = request.parameters
-        deadline = self.deadline(params.get("timeout", timeout_seconds))
-        priority = str(params.get("priority", priority) or "interactive")
-        if priority not in PRIORITIES:
-            raise RequestValidationError(
-                "priority must be 'interactive' or 'batch'", field="priority"
-            )
+        deadline, priority = self._urgency(request, timeout_seconds, priority)
         resolved = self._registry.resolve(principal, ref, version)  # 404 before 403
         require(principal, Action.INFER)
         plan = self._plan(resolved)
@@ -181,6 +191,95 @@ class DataPlane:
         finally:
             if self._metrics is not None:
                 self._metrics.observe_request(handle.name, status, time.perf_counter() - started)
+
+    def _urgency(
+        self, request: InferenceRequest, timeout_seconds: float | None, priority: str | None
+    ) -> tuple[float, str]:
+        """The request's deadline and priority (its parameters win over the arguments)."""
+        params = request.parameters
+        deadline = self.deadline(params.get("timeout", timeout_seconds))
+        priority = str(params.get("priority", priority) or "interactive")
+        if priority not in PRIORITIES:
+            raise RequestValidationError(
+                "priority must be 'interactive' or 'batch'", field="priority"
+            )
+        return deadline, priority
+
+    async def explain(
+        self,
+        principal: Principal,
+        ref: ModelRef,
+        request: InferenceRequest,
+        version: str | None = None,
+        timeout_seconds: float | None = None,
+        client_gone: Callable[[], bool] | None = None,
+    ) -> Explained:
+        """Explain the prediction for a request's input (``parameters.explainer`` etc.).
+
+        It passes the same checks as an inference (policy, rates, quotas), is refused with
+        422 when it would cost more model evaluations than allowed, and queues on the
+        model's fair queue charged at its evaluations; the replica that hosts the model
+        runs it.
+        """
+        deadline, priority = self._urgency(request, timeout_seconds, None)
+        resolved = self._registry.resolve(principal, ref, version)  # 404 before 403
+        require(principal, Action.INFER)
+        plan = self._plan(resolved)
+        if self._admission is not None:
+            self._admission.admit(
+                principal, resolved.grant_id, resolved.grant_quota_per_day, resolved.model_id
+            )
+        validate_request(resolved.signature, request)
+        if len(request.inputs) != 1:
+            raise RequestValidationError("send the one input to explain", field="inputs")
+        background = await self._background(resolved)
+        job, cost = plan_job(
+            format=resolved.format,
+            facts=resolved.facts,
+            inputs=resolved.signature.inputs,
+            outputs=resolved.signature.outputs,
+            rows=request.inputs[0].array,
+            params=request.parameters,
+            background=background,
+            caps=self._explain_caps,
+        )
+        started = time.perf_counter()
+        status = 500
+        try:
+            result = await self._engine.explain(
+                plan.handle,
+                resolved.deployment,
+                principal.tenant_name,
+                job,
+                cost,
+                deadline=deadline,
+                weight=resolved.weight,
+                priority=PRIORITIES[priority],
+                client_gone=client_gone,
+            )
+            status = 200
+        except OpenMaaSError as error:
+            status = error.status
+            raise
+        finally:
+            if self._metrics is not None:
+                self._metrics.observe_explain(
+                    plan.handle.name, job.method, status, time.perf_counter() - started
+                )
+        if self._metrics is not None:
+            self._metrics.explain_evals(plan.handle.name, job.method, result.quality.n_evals)
+        return Explained(resolved, job, result)
+
+    async def _background(self, resolved: ResolvedVersion) -> Background | None:
+        key = resolved.background_blob_sha256
+        if key is None:
+            return None
+        if key not in self._backgrounds:
+            loaded = await asyncio.to_thread(self._registry.load_background, resolved)
+            if len(self._backgrounds) >= 1000:
+                self._backgrounds.clear()
+            self._backgrounds[key] = loaded
+        return self._backgrounds[key]
 
     async def _run(
         self,

@@ -17,7 +17,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from openmaas.errors import (
     TenantOverShareError,
     WorkerUnavailableError,
 )
+from openmaas.explain.job import ExplainJob, ExplainResult
 from openmaas.serving.backends.base import Backend, ModelHandle, Replica
 from openmaas.serving.batching import BatchKey, batch_key, merge, rows_of, split
 from openmaas.serving.deployment import Deployment
@@ -87,19 +88,58 @@ class Engine:
         Cancelling the caller drops the queued work; so does ``client_gone`` answering True
         when the work's turn comes (the caller then sees CancelledError).
         """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, np.ndarray]] = loop.create_future()
+        work = Work(
+            inputs, outputs, batch_key(inputs, outputs) if batchable else None, future, client_gone
+        )
+        result: dict[str, np.ndarray] = await self._queue(
+            model, deployment, tenant, work, rows_of(inputs) or 1, deadline, weight, priority
+        )
+        return result
+
+    async def explain(
+        self,
+        model: ModelHandle,
+        deployment: Deployment,
+        tenant: str,
+        job: ExplainJob,
+        cost: int,
+        *,
+        deadline: float,
+        weight: float = 1.0,
+        priority: int = INTERACTIVE,
+        client_gone: Callable[[], bool] | None = None,
+    ) -> ExplainResult:
+        """Queue an explanation like a request of ``cost`` rows (its model evaluations, so
+        the fair scheduler charges the tenant for them); it runs alone on a replica."""
+        future: asyncio.Future[ExplainResult] = asyncio.get_running_loop().create_future()
+        work = Work({}, (), None, future, client_gone, job)
+        result: ExplainResult = await self._queue(
+            model, deployment, tenant, work, max(1, cost), deadline, weight, priority
+        )
+        return result
+
+    async def _queue(
+        self,
+        model: ModelHandle,
+        deployment: Deployment,
+        tenant: str,
+        work: Work,
+        rows: int,
+        deadline: float,
+        weight: float,
+        priority: int,
+    ) -> Any:
         runner = self._runner(model, deployment)
         if self._closed:
             self._reject(runner, "draining")
             raise DrainingError("the server is shutting down; retry on another replica")
         now = time.monotonic()
         runner.last_used = now
-        rows = rows_of(inputs) or 1
         self._admit_by_deadline(runner, tenant, weight, rows, now, deadline)
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[dict[str, np.ndarray]] = loop.create_future()
-        work = Work(
-            inputs, outputs, batch_key(inputs, outputs) if batchable else None, future, client_gone
-        )
+        future = work.future
         item = WorkItem(tenant, float(rows), weight, priority, deadline, work)
         try:
             displaced = runner.queue.offer(item)
@@ -335,6 +375,8 @@ class Engine:
         if not live:
             return True
         works: list[Work] = [item.payload for item in live]
+        if works[0].job is not None:
+            return False  # explanations run off the event loop
         started = time.monotonic()
         try:
             result = slot.replica.run_now(merge([w.inputs for w in works]), works[0].outputs)
@@ -419,6 +461,9 @@ class Engine:
         slot.last_used = runner.last_used = finished
         if not items:
             return
+        if items[0].payload.job is not None:  # evaluations in big batches: not a row's speed
+            self._record(runner, items, finished - started)
+            return
         per_row = (finished - started) / sum(item.cost for item in items)
         previous = runner.seconds_per_row
         runner.seconds_per_row = per_row if not previous else previous * 0.8 + per_row * 0.2
@@ -426,6 +471,10 @@ class Engine:
 
     async def _execute(self, runner: Runner, slot: Slot, items: list[WorkItem]) -> None:
         works: list[Work] = [item.payload for item in items]
+        job = works[0].job
+        if job is not None:
+            await self._explain(runner, slot, items[0], job)
+            return
         outputs = works[0].outputs
         try:
             result = await slot.replica.run(merge([w.inputs for w in works]), outputs)
@@ -452,6 +501,19 @@ class Engine:
         for work, part in zip(works, parts, strict=True):
             if not work.future.done():
                 work.future.set_result(part)
+
+    async def _explain(self, runner: Runner, slot: Slot, item: WorkItem, job: ExplainJob) -> None:
+        try:
+            explanation = await slot.replica.explain(job)
+        except WorkerUnavailableError as lost:
+            self._fail(item, lost)
+            self._replace(runner, slot)
+            return
+        except OpenMaaSError as error:
+            self._fail(item, error)
+            return
+        if not item.payload.future.done():
+            item.payload.future.set_result(explanation)
 
     def _record(self, runner: Runner, items: list[WorkItem], seconds: float) -> None:
         if self._metrics is None:

@@ -181,7 +181,37 @@ class EngineMetrics:
             registry=reg,
         )
 
+        self._explains = Counter(
+            "openmaas_explain_requests_total",
+            "Explain calls answered, by model, method and HTTP status.",
+            ["model", "method", "code"],
+            registry=reg,
+        )
+        self._explain_duration = Histogram(
+            "openmaas_explain_duration_seconds",
+            "Time from an explain call's arrival to its answer, by model and method.",
+            ["model", "method"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=reg,
+        )
+        self._explain_evals = Counter(
+            "openmaas_explain_evaluations_total",
+            "Model evaluations spent on explanations, by model and method.",
+            ["model", "method"],
+            registry=reg,
+        )
+
         lock = self._lock
+        self._by_explain = _Children[tuple[str, str, str], Counter](
+            lock,
+            lambda k: self._explains.labels(*k),
+            lambda k: _remove(self._explains, *k),
+        )
+        self._by_explain_method = _Children[tuple[str, str], tuple[Histogram, Counter]](
+            lock,
+            lambda k: (self._explain_duration.labels(*k), self._explain_evals.labels(*k)),
+            lambda k: _remove_all((self._explain_duration, self._explain_evals), *k),
+        )
         self._by_status = _Children[tuple[str, int], tuple[Counter, Histogram]](
             lock,
             lambda k: (self._requests.labels(k[0], str(k[1])), self._model(k[0]).duration),
@@ -246,6 +276,15 @@ class EngineMetrics:
         """Count language-model tokens served to ``tenant`` (``kind``: prompt, completion)."""
         if count > 0:
             self._by_token_kind.get((tenant, model, kind)).inc(count)
+
+    def observe_explain(self, model: str, method: str, status: int, seconds: float) -> None:
+        """Count an answered explain call and observe how long it took."""
+        self._by_explain.get((model, method, str(status))).inc()
+        self._by_explain_method.get((model, method))[0].observe(seconds)
+
+    def explain_evals(self, model: str, method: str, evaluations: int) -> None:
+        """Count the model evaluations an explanation used."""
+        self._by_explain_method.get((model, method))[1].inc(evaluations)
 
     def rejected(self, model: str, reason: str) -> None:
         """Count a request refused before it ran (see ``REJECTION_REASONS``)."""
@@ -319,6 +358,8 @@ class EngineMetrics:
         self._by_reason.forget(lambda k: match(k[0]))
         self._by_tenant.forget(lambda k: match(k[1]))
         self._by_token_kind.forget(lambda k: match(k[1]))
+        self._by_explain.forget(lambda k: match(k[0]))
+        self._by_explain_method.forget(lambda k: match(k[0]))
         self._by_model.forget(match)
         gone = {m for m in self._loaded if match(m)}
         if gone:

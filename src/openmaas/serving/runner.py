@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from openmaas.errors import OpenMaaSError
+from openmaas.explain.job import ExplainJob
 from openmaas.serving.backends.base import ModelHandle, Replica
 from openmaas.serving.batching import BatchKey
 from openmaas.serving.deployment import Deployment
@@ -33,8 +35,9 @@ class Work:
     inputs: Mapping[str, np.ndarray]
     outputs: Sequence[str]
     key: BatchKey | None
-    future: asyncio.Future[dict[str, np.ndarray]]
+    future: asyncio.Future[Any]  # the outputs (or the explanation of ``job``)
     client_gone: Callable[[], bool] | None = None  # polled before the work runs
+    job: ExplainJob | None = None  # an explanation to run instead of an inference
 
 
 @dataclass(eq=False)

@@ -145,6 +145,11 @@ class ModelVersion(Base):
     # tenant key. NULL only for versions stored before encryption (refused at start-up).
     blob_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
     wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    # The model card (nine sections, JSON schema in registry/card_schema.py); NULL: none given
+    # before cards existed.
+    model_card: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
+    # Background rows for explanations, encrypted with this version's data key.
+    background_blob_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class Alias(Base):

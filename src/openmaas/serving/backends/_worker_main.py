@@ -128,8 +128,11 @@ def _load_error(exc: Exception) -> dict[str, Any]:
     return _failure(message)
 
 
-def _load(channel: _Channel) -> Runtime | None:
-    """Load the model the parent sends and report how much memory it took."""
+def _load(channel: _Channel) -> tuple[Runtime, bytes | None] | None:
+    """Load the model the parent sends and report how much memory it took.
+
+    An ONNX artifact is kept too: explanations read tree ensembles and gradients from it.
+    """
     message = channel.receive()
     if message is None:
         return None
@@ -147,11 +150,14 @@ def _load(channel: _Channel) -> Runtime | None:
     except Exception as exc:
         channel.send({"op": "error", "id": None, **_load_error(exc)})
         return None
-    channel.send({"op": "loaded", "memory": max(measured, len(artifact))})
-    return runtime
+    kept = artifact if model_format == "onnx" else None
+    memory = max(measured, len(artifact)) + (len(kept) if kept else 0)
+    channel.send({"op": "loaded", "memory": memory})
+    return runtime, kept
 
 
-def _serve(channel: _Channel, runtime: Runtime) -> None:
+def _serve(channel: _Channel, runtime: Runtime, artifact: bytes | None) -> None:
+    cache: dict[str, Any] = {}  # what explanations parsed from the artifact
     while (message := channel.receive()) is not None:
         arrays, extra = message
         request_id = extra.get("id")
@@ -161,6 +167,36 @@ def _serve(channel: _Channel, runtime: Runtime) -> None:
             continue
         if extra.get("op") == "run":
             _run(channel, runtime, arrays, extra)
+        elif extra.get("op") == "explain":
+            _explain(channel, runtime, artifact, cache, arrays, extra)
+
+
+def _explain(
+    channel: _Channel,
+    runtime: Runtime,
+    artifact: bytes | None,
+    cache: dict[str, Any],
+    arrays: dict[str, np.ndarray],
+    extra: dict[str, Any],
+) -> None:
+    """Answer one ``explain`` with the explanation (arrays and fields) or its error."""
+    from openmaas.explain.execute import execute
+    from openmaas.explain.job import ExplainJob
+
+    request_id = extra.get("id")
+    try:
+        result = execute(ExplainJob.from_message(arrays, extra), runtime, artifact, cache)
+        answer, fields = result.to_message()
+        parts = encode_arrays(answer, {"op": "result", "id": request_id, **fields})
+    except OpenMaaSError as exc:
+        reply = {"code": exc.code, "detail": exc.detail, "field": exc.field}
+        channel.send({"op": "error", "id": request_id, **reply})
+        return
+    except Exception as exc:
+        detail = f"the explanation failed: {public_message(exc)}"
+        channel.send({"op": "error", "id": request_id, **_failure(detail)})
+        return
+    channel.send_frame(parts)
 
 
 def _run(
@@ -201,6 +237,12 @@ def _serve_generations(channel: _Channel, runtime: Any) -> None:
                 pool.submit(_generate, channel, runtime, extra, stopped)
             elif op == "run":
                 pool.submit(_run, channel, runtime, message[0], extra)
+            elif op == "explain":
+                refusal = {
+                    "code": WrongModelTaskError.code,
+                    "detail": "language models are explained by prompt attribution",
+                }
+                channel.send({"op": "error", "id": request_id, **refusal})
         stopped.add(_EVERYTHING)  # the parent has gone: stop every stream
 
 
@@ -235,14 +277,15 @@ def main(argv: Sequence[str]) -> int:
         target=_beat_forever, args=(channel, interval), name="heartbeat", daemon=True
     ).start()
     try:
-        runtime = _load(channel)
-        if runtime is None:
+        loaded = _load(channel)
+        if loaded is None:
             return 1
+        runtime, artifact = loaded
         try:
             if hasattr(runtime, "generate"):
                 _serve_generations(channel, runtime)
             else:
-                _serve(channel, runtime)
+                _serve(channel, runtime, artifact)
         finally:
             runtime.unload()
     except BrokenPipeError:  # the parent has gone

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from openmaas.explain.job import ExplainJob, ExplainResult
 from openmaas.serving.deployment import Deployment
 
 __all__ = ["Backend", "ModelHandle", "Replica", "Resources"]
@@ -50,6 +51,11 @@ class Replica(Protocol):
     ) -> dict[str, np.ndarray] | None:
         """Run a batch on the calling thread if that is cheaper than ``run``; else None
         (e.g. the replica is remote, or the batch would hold the event loop too long)."""
+        ...
+
+    async def explain(self, job: ExplainJob) -> ExplainResult:
+        """Explain ``job``'s rows with this replica's model, off the event loop; raise
+        OpenMaaSError subclasses (422 when the method cannot explain it)."""
         ...
 
     async def generate(

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from openmaas.errors import InferenceError, InvalidInputError, OpenMaaSError, WrongModelTaskError
+from openmaas.explain.job import ExplainJob, ExplainResult
 from openmaas.runtimes import Runtime, load_runtime
 from openmaas.serving.backends.base import ModelHandle, Replica, Resources
 from openmaas.serving.batching import rows_of
@@ -71,11 +72,19 @@ def run_runtime(
 class InlineReplica:
     """A runtime in this process."""
 
-    def __init__(self, runtime: Runtime, memory_bytes: int, executor: ThreadPoolExecutor) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        memory_bytes: int,
+        executor: ThreadPoolExecutor,
+        artifact: bytes | None = None,
+    ) -> None:
         self._runtime: Runtime | None = runtime
-        self._memory = memory_bytes
+        self._memory = memory_bytes + (len(artifact) if artifact else 0)
         self._executor = executor
         self._per_row: float | None = None  # seconds, exponentially weighted; None: unknown
+        self._artifact = artifact  # ONNX: explanations read trees and gradients from it
+        self._explain_cache: dict[str, Any] = {}
 
     @property
     def memory_bytes(self) -> int:
@@ -115,6 +124,24 @@ class InlineReplica:
         self._per_row = per_row if previous is None else previous + (per_row - previous) * 0.2
         return result
 
+    async def explain(self, job: ExplainJob) -> ExplainResult:
+        """Explain on the inference thread pool (never on the event loop)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._explain, job)
+
+    def _explain(self, job: ExplainJob) -> ExplainResult:
+        from openmaas.explain.execute import execute
+
+        runtime = self._runtime
+        if runtime is None:
+            raise InferenceError("the replica was closed")
+        try:
+            return execute(job, runtime, self._artifact, self._explain_cache)
+        except OpenMaaSError:
+            raise
+        except Exception as exc:
+            raise InferenceError(f"the explanation failed: {public_message(exc)}") from exc
+
     async def generate(
         self,
         kind: str,
@@ -125,6 +152,7 @@ class InlineReplica:
 
     async def close(self) -> None:
         runtime, self._runtime = self._runtime, None
+        self._artifact, self._explain_cache = None, {}
         if runtime is not None:
             runtime.unload()
 
@@ -185,7 +213,8 @@ class LocalBackend:
         before = _rss_bytes()
         runtime = load_runtime(model.format, artifact)
         measured = _rss_bytes() - before  # other loads at the same time blur this; floor it
-        return InlineReplica(runtime, max(measured, len(artifact)), self._executor)
+        kept = artifact if model.format == "onnx" else None
+        return InlineReplica(runtime, max(measured, len(artifact)), self._executor, kept)
 
     async def close(self) -> None:
         """Stop the thread pool (the engine closed the replicas it started)."""

@@ -42,6 +42,7 @@ from openmaas.errors import (
     WrongModelTaskError,
     error_class_for_code,
 )
+from openmaas.explain.job import ExplainJob, ExplainResult
 from openmaas.serving.backends.frames import (
     MAX_FRAME_BYTES,
     PREFIX,
@@ -181,6 +182,7 @@ class WorkerProcess:
         self._writing = False
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._streams: dict[int, Callable[[dict[str, Any]], None] | None] = {}
+        self._explains: set[int] = set()  # ids answered with arrays and fields together
         self._ids = itertools.count()
         self._loaded: asyncio.Future[int] | None = None
         self._memory = 0
@@ -285,6 +287,23 @@ class WorkerProcess:
     ) -> dict[str, np.ndarray] | None:
         """None: the model is in another process, so nothing runs on the calling thread."""
         return None
+
+    async def explain(self, job: ExplainJob) -> ExplainResult:
+        """Explain in the child, which evaluates its model as often as the job needs."""
+        if not self.alive:
+            raise self._unavailable()
+        request_id = next(self._ids)
+        arrays, fields = job.to_message()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        self._explains.add(request_id)
+        self._send(encode_arrays(arrays, {"op": "explain", "id": request_id, **fields}))
+        try:
+            answer, extra = await future
+            return ExplainResult.from_message(answer, extra)
+        finally:
+            self._pending.pop(request_id, None)
+            self._explains.discard(request_id)
 
     async def generate(
         self,
@@ -440,6 +459,8 @@ class WorkerProcess:
             elif request_id in self._streams:
                 data = extra.get("data")
                 future.set_result(data if isinstance(data, dict) else {})
+            elif request_id in self._explains:
+                future.set_result((arrays, extra))
             else:
                 future.set_result(arrays)
         else:
