@@ -298,3 +298,83 @@ def test_a_background_upload_as_npy(http: TestClient) -> None:
     np.save(buffer, x[:50].astype(np.float64), allow_pickle=False)
     info = _publish(http, "npy", _logistic(), buffer.getvalue(), None)
     assert info["background"] == {"source": "kmeans", "rows": 8}
+
+
+def _cat_detector() -> bytes:
+    """A toy text classifier: logits [-n, n] where n counts the word "cat" (one token id)."""
+    from onnx import TensorProto, helper
+
+    from tests.unit.runtimes.test_text_encoder import MAX_LENGTH, VOCAB, _members, _zip
+
+    values = [
+        helper.make_tensor_value_info(n, TensorProto.INT64, ["b", "t"])
+        for n in ("input_ids", "attention_mask")
+    ]
+    nodes = [
+        helper.make_node("Equal", ["input_ids", "cat"], ["is_cat"]),
+        helper.make_node("Cast", ["is_cat"], ["hits"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceSum", ["hits", "axis"], ["count"], keepdims=1),
+        helper.make_node("Mul", ["count", "sign"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "cats",
+        values,
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", 2])],
+        initializer=[
+            helper.make_tensor("cat", TensorProto.INT64, [], [VOCAB["cat"]]),
+            helper.make_tensor("axis", TensorProto.INT64, [1], [1]),
+            helper.make_tensor("sign", TensorProto.FLOAT, [2], [-1.0, 1.0]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    manifest = {"task": "text-classification", "max_length": MAX_LENGTH, "labels": ["no", "cat"]}
+    return _zip(_members(model.SerializeToString(), openmaas_json=json.dumps(manifest)))
+
+
+def test_a_text_classifier_gets_word_attributions(http: TestClient) -> None:
+    pytest.importorskip("tokenizers")
+    _publish(http, "cats", _cat_detector(), None, None)
+    body = {
+        "inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["the cat sat"]}]
+    }
+    response = http.post("/v2/models/admin/cats/explain", json=body)
+    assert response.status_code == 200, response.text
+    explanation = response.json()["explanation"]
+    assert explanation["method"] == "occlusion"
+    assert explanation["tokens"] == ["the", "cat", "sat"]
+    assert explanation["classes"] == ["no", "cat"]
+    attributions = np.array(explanation["attributions"]["data"]).reshape(
+        explanation["attributions"]["shape"]
+    )
+    assert attributions.shape == (1, 3, 2)
+    assert attributions[0, 1, 1] > 0.2  # "cat" raised the probability of "cat"
+    np.testing.assert_allclose(attributions[0, [0, 2]], 0, atol=1e-9)
+    assert explanation["quality"]["n_evals"] == 3 + 2
+    two = {**body, "inputs": [{**body["inputs"][0], "shape": [2], "data": ["a", "b"]}]}
+    refused = http.post("/v2/models/admin/cats/explain", json=two)
+    assert refused.status_code == 400
+    assert refused.json()["field"] == "text"
+
+
+def test_a_worker_process_explains_like_the_inline_replica(
+    published: TestClient, services: Services
+) -> None:
+    from openmaas.serving.backends.worker_process import WorkerProcess
+
+    x, _ = _data()
+    inline = _explain(published, "fraud", x[:2])
+    _publish(published, "isolated", _logistic(), _csv(x[:100]), None)
+    moved = published.put("/api/v1/models/admin/isolated/deployment", json={"isolation": "process"})
+    assert moved.status_code == 200, moved.text
+    in_worker = _explain(published, "isolated", x[:2])
+    assert in_worker["explanation"]["method"] == "exact"
+    np.testing.assert_allclose(
+        in_worker["explanation"]["attributions"]["data"],
+        inline["explanation"]["attributions"]["data"],
+        atol=1e-6,
+    )
+    runners = services.engine._runners.values()
+    isolated = [r for r in runners if r.model.name.startswith("admin/isolated")]
+    assert isinstance(isolated[0].slots[0].replica, WorkerProcess)

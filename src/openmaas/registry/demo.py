@@ -119,8 +119,8 @@ def _tabular_models() -> list[DemoModel]:
 
     The classifiers keep skl2onnx's ZipMap output; publishing turns it into a tensor.
     """
-    from sklearn.datasets import load_breast_cancer, load_digits
-    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits
+    from sklearn.ensemble import GradientBoostingRegressor, RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -128,6 +128,11 @@ def _tabular_models() -> list[DemoModel]:
     cancer = load_breast_cancer()
     forest = RandomForestClassifier(n_estimators=50, max_depth=8, random_state=0)
     forest.fit(cancer.data.astype("float32"), cancer.target)
+
+    diabetes = load_diabetes()
+    diabetes_x = diabetes.data.astype("float32")
+    boosted = GradientBoostingRegressor(n_estimators=100, max_depth=3, random_state=0)
+    boosted.fit(diabetes_x, diabetes.target)
 
     digits = load_digits()
     logistic = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
@@ -149,6 +154,18 @@ def _tabular_models() -> list[DemoModel]:
             artifact=_to_onnx(forest, 30),
             card=demo_card("breast-cancer", {"accuracy": cancer_accuracy}),
             background=_csv(cancer_x, [str(n) for n in cancer.feature_names]),
+        ),
+        DemoModel(
+            name="diabetes",
+            description=(
+                "Gradient-boosted trees on scikit-learn's diabetes data: 10 scaled baseline "
+                "variables (age, sex, bmi, bp, s1-s6) in 'float_input' [batch, 10]; outputs "
+                "a measure of disease progression one year later. Ten features: every "
+                "SHAP explainer, exact Shapley included, can explain it."
+            ),
+            artifact=_to_onnx(boosted, 10),
+            card=demo_card("diabetes", {"r2": float(boosted.score(diabetes_x, diabetes.target))}),
+            background=_csv(diabetes_x, [str(n) for n in diabetes.feature_names]),
         ),
         DemoModel(
             name="digits",

@@ -114,6 +114,69 @@ def _breast_cancer() -> dict[str, Any]:
     }
 
 
+def _diabetes() -> dict[str, Any]:
+    data = "Diabetes (Efron et al., 2004), scikit-learn's copy"
+    description = (
+        "442 diabetes patients; 10 baseline variables (age, sex, body mass index, average "
+        "blood pressure and six blood serum measurements), each mean-centred and scaled; the "
+        "target is a quantitative measure of disease progression one year after baseline"
+    )
+    return {
+        "model_details": _section(
+            f"{_DEMO} Gradient-boosted regression trees that read 10 baseline variables of a "
+            "diabetes patient in 'float_input' FP32 [batch, 10] (scaled as in scikit-learn's "
+            "copy of the data) and return a measure of disease progression a year later in "
+            "'variable' FP32 [batch, 1]. With 10 features it is the demo to compare every "
+            "SHAP explainer on: exact Shapley, TreeSHAP, kernel and permutation.",
+            name="diabetes",
+            type="Gradient boosting regressor (scikit-learn GradientBoostingRegressor: 100 "
+            "trees of depth 3, learning rate 0.1, random_state 0), exported to ONNX by skl2onnx",
+            license="Apache-2.0",
+            authors=["OpenMaaS (demo model)"],
+            references=["https://www4.stat.ncsu.edu/~boos/var.select/diabetes.html", _SKLEARN],
+        ),
+        "intended_use": _section(
+            f"{_DEMO_USE} **Not for clinical use**: it must not inform any decision about a "
+            "patient's care.",
+            primary_uses=["demonstrating and comparing explanation methods on a regressor"],
+            primary_users=_DEMO_USERS,
+            out_of_scope=["prognosis or treatment of real patients", "any decision about a person"],
+        ),
+        "factors": _section(
+            "The data come from one study; age and sex are features, but there are too few "
+            "patients to measure the model's error per group with any confidence.",
+            relevant_factors=["age", "sex", "the study population"],
+        ),
+        "metrics": _section(
+            "R² (coefficient of determination): the share of the target's variance the "
+            "predictions explain; 1 is perfect, 0 is no better than the mean.",
+            measures=[{"name": "r2", "description": "coefficient of determination"}],
+        ),
+        "evaluation_data": _section(
+            _NO_HOLD_OUT,
+            datasets=[{"name": data, "size": 442, "description": "the training samples"}],
+        ),
+        "training_data": _section(
+            f"scikit-learn's copy of the diabetes data: {description}.",
+            datasets=[{"name": data, "size": 442, "description": description}],
+            preprocessing="The features as scikit-learn ships them (scaled), as 32-bit floats.",
+        ),
+        "quantitative_analyses": _section("Results per patient group cannot be computed."),
+        "ethical_considerations": _section(
+            "Medical measurements of real patients, published for research without "
+            "identifiers. Read as a prognosis, a model like this could mislead care.",
+            risks=["misuse as a medical prognosis"],
+            mitigations=["this card and the model's description say it is not for clinical use"],
+        ),
+        "caveats_and_recommendations": _section(
+            "442 patients from one study, no data held out: the results overstate how well it "
+            "would do on other patients. Use it to try OpenMaaS and its explanations only.",
+            caveats=["no data held out", "one small study"],
+            recommendations=["do not use for any decision about a person's health"],
+        ),
+    }
+
+
 def _digits_data(held_out: bool) -> dict[str, Any]:
     description = (
         "8x8 images of handwritten digits 0-9 (174 to 183 each); each pixel counts the ink in a "
@@ -254,6 +317,7 @@ def _sequence_lstm() -> dict[str, Any]:
 
 _BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
     "breast-cancer": _breast_cancer,
+    "diabetes": _diabetes,
     "digits": lambda: _digits_card(
         "digits",
         "Logistic regression on 8x8 handwritten digits: 64 pixel intensities (0-16) in "
@@ -278,6 +342,7 @@ _BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
 # What the caller's metrics were measured on, unless it says otherwise.
 _RESULT_DATA = {
     "breast-cancer": "the 569 training samples (none held out)",
+    "diabetes": "the 442 training samples (none held out)",
     "digits": "the 1,797 training images (none held out)",
     "digits-cnn": "the 360 held-out images (every fifth)",
 }
