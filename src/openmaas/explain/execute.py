@@ -19,7 +19,10 @@ from openmaas.explain.types import CostCapError, Explanation, Predict
 from openmaas.runtimes import Runtime
 from openmaas.runtimes.datatypes import numpy_dtype
 
-__all__ = ["cost_error", "execute"]
+__all__ = ["Artifact", "cost_error", "execute"]
+
+# The ONNX model's bytes, or a function that fetches them (None: not an ONNX model).
+Artifact = bytes | Callable[[], bytes] | None
 
 
 class _TextRuntime(Protocol):
@@ -54,10 +57,18 @@ def _cached(cache: dict[str, Any], key: str, build: Callable[[], Any]) -> Any:
     return cache[key]
 
 
-def _tree(job: ExplainJob, artifact: bytes | None, cache: dict[str, Any]) -> Any:
+def _bytes(artifact: Artifact) -> bytes | None:
+    return artifact() if callable(artifact) else artifact
+
+
+def _tree(job: ExplainJob, artifact: Artifact, cache: dict[str, Any]) -> Any:
     from openmaas.explain.treeshap import load_tree_ensemble
 
-    ensemble = _cached(cache, "trees", lambda: load_tree_ensemble(artifact) if artifact else None)
+    def build() -> Any:
+        data = _bytes(artifact)
+        return load_tree_ensemble(data) if data else None
+
+    ensemble = _cached(cache, "trees", build)
     if ensemble is None:
         raise ExplanationUnavailableError(
             "explainer 'tree' needs a model made of one ONNX TreeEnsemble operator; use "
@@ -67,19 +78,20 @@ def _tree(job: ExplainJob, artifact: bytes | None, cache: dict[str, Any]) -> Any
     return ensemble
 
 
-def _graph(job: ExplainJob, artifact: bytes | None, cache: dict[str, Any]) -> Any:
+def _graph(job: ExplainJob, artifact: Artifact, cache: dict[str, Any]) -> Any:
     try:
         from openmaas.explain.onnx_torch import UnsupportedGraphError, to_torch
     except ImportError as exc:  # pragma: no cover - the module itself has no hard imports
         raise ExplanationUnavailableError(str(exc), field="explainer") from exc
 
     def build() -> Any:
-        if artifact is None:
+        data = _bytes(artifact)
+        if data is None:
             raise ExplanationUnavailableError(
                 "integrated gradients need an ONNX graph; use 'occlusion'", field="explainer"
             )
         try:
-            return to_torch(artifact, job.output_name)
+            return to_torch(data, job.output_name)
         except ImportError as exc:
             raise ExplanationUnavailableError(
                 "integrated gradients need PyTorch on the server (the 'torch' extra); use "
@@ -100,7 +112,7 @@ def _one_row(
     x: np.ndarray,
     predict: Predict,
     budget: int,
-    artifact: bytes | None,
+    artifact: Artifact,
     cache: dict[str, Any],
 ) -> Explanation:
     from openmaas.explain import occlusion, sampling, shapley
@@ -196,9 +208,13 @@ def _explain_text(job: ExplainJob, runtime: Runtime) -> ExplainResult:
 
 
 def execute(
-    job: ExplainJob, runtime: Runtime, artifact: bytes | None, cache: dict[str, Any]
+    job: ExplainJob, runtime: Runtime, artifact: Artifact, cache: dict[str, Any]
 ) -> ExplainResult:
-    """Explain every row of ``job`` with ``runtime`` (and the ONNX ``artifact`` if known)."""
+    """Explain every row of ``job`` with ``runtime``.
+
+    ``artifact`` is the ONNX model (or what fetches it, called only when a method reads the
+    graph itself: trees, gradients); what is parsed from it is kept in ``cache``.
+    """
     try:
         if job.method == "tokens":
             return _explain_text(job, runtime)

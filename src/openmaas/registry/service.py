@@ -20,7 +20,13 @@ from openmaas.explain.background import background_bytes, background_from_bytes
 from openmaas.explain.plan import Caps
 from openmaas.explain.types import Background
 from openmaas.names import check_alias_name, check_model_name
-from openmaas.registry.cards import card_hash, default_card, parse_card, with_explanation_quality
+from openmaas.registry.cards import (
+    card_hash,
+    default_card,
+    parse_card,
+    validate_card,
+    with_explanation_quality,
+)
 from openmaas.registry.explaining import explanation_facts, measure_quality, prepare_background
 from openmaas.registry.lookup import LATEST, find_model, find_own_model, find_version, grant_for
 from openmaas.registry.refs import ModelRef
@@ -259,7 +265,7 @@ class Registry:
             check_alias_name(alias)
         if visibility is not None:
             _check_visibility(visibility)
-        model_card = parse_card(card) if isinstance(card, bytes) else card
+        model_card = _publisher_card(card)
         prepared = prepare_artifact(data, format)
         sha256 = hashlib.sha256(prepared.data).hexdigest()
         self._keyring.ensure_tenant_key(principal.tenant_id)
@@ -503,3 +509,12 @@ def _summary(model: Model, tenant: str, latest: int | None) -> ModelSummary:
         latest_version=latest,
         created_at=model.created_at,
     )
+
+
+def _publisher_card(card: bytes | dict[str, Any] | None) -> dict[str, Any] | None:
+    """The publisher's card, validated, without what only the platform may measure."""
+    if card is None:
+        return None
+    checked = parse_card(card) if isinstance(card, bytes) else validate_card(card)
+    checked["quantitative_analyses"].pop("explanation_quality", None)
+    return checked

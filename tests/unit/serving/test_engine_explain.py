@@ -97,7 +97,7 @@ class _RecordingRuntime(OnnxRuntime):
 def test_an_inline_replica_explains_on_the_inference_pool_not_the_event_loop() -> None:
     runtime = _RecordingRuntime(scale_model(3.0))
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
-    replica = InlineReplica(runtime, 1000, executor, scale_model(3.0))
+    replica = InlineReplica(runtime, 1000, executor, lambda: scale_model(3.0))
     x = np.array([[1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
 
     async def main() -> ExplainResult:

@@ -77,13 +77,15 @@ class InlineReplica:
         runtime: Runtime,
         memory_bytes: int,
         executor: ThreadPoolExecutor,
-        artifact: bytes | None = None,
+        fetch: Callable[[], bytes] | None = None,
     ) -> None:
         self._runtime: Runtime | None = runtime
-        self._memory = memory_bytes + (len(artifact) if artifact else 0)
+        self._memory = memory_bytes
         self._executor = executor
         self._per_row: float | None = None  # seconds, exponentially weighted; None: unknown
-        self._artifact = artifact  # ONNX: explanations read trees and gradients from it
+        # ONNX: explanations that read the graph (trees, gradients) fetch it once, keep what
+        # they parse from it, and not the bytes.
+        self._fetch = fetch
         self._explain_cache: dict[str, Any] = {}
 
     @property
@@ -136,7 +138,7 @@ class InlineReplica:
         if runtime is None:
             raise InferenceError("the replica was closed")
         try:
-            return execute(job, runtime, self._artifact, self._explain_cache)
+            return execute(job, runtime, self._fetch, self._explain_cache)
         except OpenMaaSError:
             raise
         except Exception as exc:
@@ -152,7 +154,7 @@ class InlineReplica:
 
     async def close(self) -> None:
         runtime, self._runtime = self._runtime, None
-        self._artifact, self._explain_cache = None, {}
+        self._fetch, self._explain_cache = None, {}
         if runtime is not None:
             runtime.unload()
 
@@ -213,8 +215,8 @@ class LocalBackend:
         before = _rss_bytes()
         runtime = load_runtime(model.format, artifact)
         measured = _rss_bytes() - before  # other loads at the same time blur this; floor it
-        kept = artifact if model.format == "onnx" else None
-        return InlineReplica(runtime, max(measured, len(artifact)), self._executor, kept)
+        fetch = model.fetch if model.format == "onnx" else None
+        return InlineReplica(runtime, max(measured, len(artifact)), self._executor, fetch)
 
     async def close(self) -> None:
         """Stop the thread pool (the engine closed the replicas it started)."""
