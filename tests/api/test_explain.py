@@ -378,3 +378,25 @@ def test_a_worker_process_explains_like_the_inline_replica(
     runners = services.engine._runners.values()
     isolated = [r for r in runners if r.model.name.startswith("admin/isolated")]
     assert isinstance(isolated[0].slots[0].replica, WorkerProcess)
+
+
+def test_explanations_count_against_a_grant_quota(published: TestClient) -> None:
+    key = published.post("/api/v1/tenants", json={"name": "lab2"}).json()["api_key"]
+    grantee = {"Authorization": f"Bearer {key}"}
+    shared = published.post(
+        "/api/v1/models/admin/fraud/grants", json={"tenant": "lab2", "quota_per_day": 2}
+    )
+    assert shared.status_code == 201, shared.text
+    x, _ = _data()
+    path = "/v2/models/admin/fraud/explain"
+    assert published.post(path, json=_body(x[:1]), headers=grantee).status_code == 200
+    assert (
+        published.post(
+            "/v2/models/admin/fraud/infer", json=_body(x[:1]), headers=grantee
+        ).status_code
+        == 200
+    )
+    refused = published.post(path, json=_body(x[:1]), headers=grantee)
+    assert refused.status_code == 429
+    assert refused.json()["code"] == "quota_exceeded"
+    assert int(refused.headers["Retry-After"]) >= 1
