@@ -400,3 +400,26 @@ def test_explanations_count_against_a_grant_quota(published: TestClient) -> None
     assert refused.status_code == 429
     assert refused.json()["code"] == "quota_exceeded"
     assert int(refused.headers["Retry-After"]) >= 1
+
+
+def test_publish_forms_must_be_well_formed(http: TestClient) -> None:
+    extra = {"artifact": ("m.onnx", _logistic()), "surprise": ("s", b"x")}
+    unexpected = http.post("/api/v1/models/forms/versions", files=extra)
+    assert unexpected.status_code == 400
+    assert "surprise" in unexpected.json()["detail"]
+    missing = http.post("/api/v1/models/forms/versions", files={"card": ("c", CARD.encode())})
+    assert missing.status_code == 400
+    assert missing.json()["field"] == "artifact"
+    no_boundary = http.post(
+        "/api/v1/models/forms/versions",
+        content=b"--x\r\n",
+        headers={"Content-Type": "multipart/form-data"},
+    )
+    assert no_boundary.status_code == 400
+    broken = http.post(
+        "/api/v1/models/forms/versions",
+        content=b"garbage without any boundary line",
+        headers={"Content-Type": "multipart/form-data; boundary=abc"},
+    )
+    assert broken.status_code == 400
+    assert http.get("/api/v1/models/admin/forms").status_code == 404
