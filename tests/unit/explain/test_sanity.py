@@ -35,9 +35,9 @@ def test_randomising_the_last_layer_changes_the_attributions() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(600, FEATURES))
     y = 3 * x[:, 0] - 2 * x[:, 1] ** 2 + x[:, 2] * x[:, 3]
-    trained = MLPRegressor(
-        hidden_layer_sizes=(32,), max_iter=2000, tol=1e-3, random_state=0
-    ).fit(x, y)
+    trained = MLPRegressor(hidden_layer_sizes=(32,), max_iter=2000, tol=1e-3, random_state=0).fit(
+        x, y
+    )
     background = summarize(x[:200], 8, seed=0)
     original = _predictor(trained)
     trained.coefs_[-1] = rng.normal(size=trained.coefs_[-1].shape)
