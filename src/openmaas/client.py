@@ -478,10 +478,11 @@ class Client:
         )
         explanation = result["explanation"]
         for name in ("attributions", "base_values"):
-            tensor = explanation[name]
-            explanation[name] = np.asarray(tensor["data"], dtype=np.float64).reshape(
-                tensor["shape"]
-            )
+            tensor = explanation.get(name)
+            if isinstance(tensor, dict):  # language models answer a list per prompt span
+                explanation[name] = np.asarray(tensor["data"], dtype=np.float64).reshape(
+                    tensor["shape"]
+                )
         return result
 
     def explain_heatmap(

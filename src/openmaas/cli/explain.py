@@ -51,22 +51,45 @@ def bar_chart(names: list[str], values: list[float], top: int) -> list[str]:
     for i in order:
         length = round(abs(values[i]) / largest * _BAR)
         bar = ("+" if values[i] >= 0 else "-") * max(length, 1 if values[i] else 0)
-        lines.append(f"{names[i]:>{width}}  {values[i]:+.4g}  {bar}")
+        lines.append(f"{names[i]:>{width}}  {values[i]:>+10.4g}  {bar}")
     return lines
 
 
-def _names(explanation: dict[str, Any], count: int) -> list[str]:
+def _names(explanation: dict[str, Any], shape: tuple[int, ...]) -> list[str]:
+    """A label per element of one row: its token, its feature name, or its index."""
+    count = int(np.prod(shape))
     tokens = explanation.get("tokens")
     if tokens:
         return [repr(t) for t in tokens]
     features = explanation.get("feature_names")
     if features and len(features) == count:
         return [str(f) for f in features]
-    return [f"{explanation['input']}[{i}]" for i in range(count)]
+    indices = np.unravel_index(np.arange(count), shape)
+    return [
+        f"{explanation['input']}[{','.join(str(int(axis[i])) for axis in indices)}]"
+        for i in range(count)
+    ]
+
+
+def _print_prompt(result: dict[str, Any], top: int) -> None:
+    """A language model's answer: the prompt's words behind its completion."""
+    explanation = result["explanation"]
+    target, quality = explanation["target"], explanation["quality"]
+    click.echo(
+        f"{result['model_name']} version {result['model_version']}: occlusion "
+        f"({quality['n_evals']} model calls)"
+    )
+    click.echo(f"\ncompletion {target['text']!r} (log-probability {target['logprob']:.4g})")
+    names = [repr(span["text"]) for span in explanation["spans"]]
+    for line in bar_chart(names, list(explanation["attributions"]), top):
+        click.echo("  " + line)
 
 
 def _print(result: dict[str, Any], top: int) -> None:
     explanation = result["explanation"]
+    if "spans" in explanation:
+        _print_prompt(result, top)
+        return
     attributions: np.ndarray = explanation["attributions"]
     prediction = np.asarray(result["outputs"][0]["data"], dtype=np.float64).reshape(
         result["outputs"][0]["shape"]
@@ -86,8 +109,9 @@ def _print(result: dict[str, Any], top: int) -> None:
             f"\nrow {row}: {explanation['output']}[{label}] = {prediction[row, column]:.4g} "
             f"(baseline {base:.4g})"
         )
-        values = attributions[row][..., column].reshape(-1)
-        for line in bar_chart(_names(explanation, len(values)), values.tolist(), top):
+        element = attributions[row][..., column]
+        values = element.reshape(-1)
+        for line in bar_chart(_names(explanation, element.shape), values.tolist(), top):
             click.echo("  " + line)
     error = quality.get("additivity_error")
     if error is not None:
