@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from openmaas.bootstrap import Services
+from openmaas.settings import Settings
 
 FEATURES = 5
 
@@ -423,3 +424,24 @@ def test_publish_forms_must_be_well_formed(http: TestClient) -> None:
     )
     assert broken.status_code == 400
     assert http.get("/api/v1/models/admin/forms").status_code == 404
+
+
+def test_erasing_a_version_deletes_its_background_too(
+    http: TestClient, services: Services, settings: Settings
+) -> None:
+    from sqlalchemy import select
+
+    from openmaas.store import LocalBlobStore
+    from openmaas.store.tables import ModelVersion
+
+    store = LocalBlobStore(settings.blob_dir)
+    x, _ = _data()
+    _publish(http, "erased", _logistic(), _csv(x[:50]), None)
+    with services.db.session() as session:
+        row = session.scalars(select(ModelVersion).order_by(ModelVersion.id.desc())).first()
+        assert row is not None
+        blobs = [row.blob_sha256, row.background_blob_sha256]
+    assert all(blob and store.exists(blob) for blob in blobs)
+    erased = http.post("/api/v1/erasures", json={"model": "admin/erased", "version": 1})
+    assert erased.status_code == 201, erased.text
+    assert not any(store.exists(blob) for blob in blobs if blob)
