@@ -445,3 +445,85 @@ def test_erasing_a_version_deletes_its_background_too(
     erased = http.post("/api/v1/erasures", json={"model": "admin/erased", "version": 1})
     assert erased.status_code == 201, erased.text
     assert not any(store.exists(blob) for blob in blobs if blob)
+
+
+_WEIRD = [None, True, -1, 0, 1, 3, 2**40, 0.5, float("1e308"), "x", "", [], [1, 2], {"a": 1}]
+_NAMES = [
+    "explainer",
+    "max_evals",
+    "seed",
+    "baseline",
+    "output",
+    "target",
+    "window",
+    "stride",
+    "fill",
+    "tolerance",
+    "mask",
+]
+
+
+@pytest.mark.parametrize("name", _NAMES)
+def test_odd_explain_parameters_never_fail_the_server(published: TestClient, name: str) -> None:
+    x, _ = _data()
+    for value in _WEIRD:
+        parameters = {name: value, "max_evals": 600} if name != "max_evals" else {name: value}
+        response = published.post(
+            "/v2/models/admin/forest/explain", json=_body(x[:1], **parameters)
+        )
+        assert response.status_code in (200, 400, 422), (name, value, response.text)
+        if response.status_code != 200:
+            assert response.json()["detail"]
+
+
+def _image_model() -> bytes:
+    """Softmax of a linear map of a 1x4x4 image: an image model without torch."""
+    from onnx import TensorProto, helper
+
+    weights = np.random.default_rng(1).normal(size=(16, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Flatten", ["image"], ["flat"]),
+            helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        ],
+        "image",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [None, 1, 4, 4])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 3])],
+        initializer=[helper.make_tensor("w", TensorProto.FLOAT, [16, 3], weights.ravel())],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
+@pytest.mark.parametrize("name", [*_NAMES, "none"])
+def test_odd_image_explain_parameters_never_fail_the_server(http: TestClient, name: str) -> None:
+    _publish(http, "picture", _image_model(), None, None)
+    image = np.linspace(0, 1, 16, dtype=np.float32).reshape(1, 1, 4, 4)
+    body = {
+        "inputs": [
+            {
+                "name": "image",
+                "datatype": "FP32",
+                "shape": [1, 1, 4, 4],
+                "data": image.ravel().tolist(),
+            }
+        ]
+    }
+    for value in _WEIRD:
+        for explainer in ("occlusion", "auto"):
+            parameters = {"explainer": explainer, name: value}
+            if name == "none":
+                parameters = {"explainer": explainer}
+            response = http.post(
+                "/v2/models/admin/picture/explain", json={**body, "parameters": parameters}
+            )
+            assert response.status_code in (200, 400, 422), (name, value, response.text)
+    png = http.post(
+        "/v2/models/admin/picture/explain",
+        json={**body, "parameters": {"explainer": "occlusion"}},
+        headers={"Accept": "image/png"},
+    )
+    assert png.status_code == 200
+    assert png.content.startswith(b"\x89PNG")

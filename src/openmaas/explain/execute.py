@@ -13,7 +13,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from openmaas.errors import ExplainCostError, ExplanationUnavailableError, InvalidInputError
+from openmaas.errors import (
+    ExplainCostError,
+    ExplanationUnavailableError,
+    InvalidInputError,
+    RequestValidationError,
+)
 from openmaas.explain.job import ExplainJob, ExplainResult, merge_quality
 from openmaas.explain.types import CostCapError, Explanation, Predict
 from openmaas.runtimes import Runtime
@@ -159,11 +164,17 @@ def _one_row(
         from openmaas.explain.gradients import integrated_gradients
 
         graph = _graph(job, artifact, cache)
+        scores = predict(x[None])[0]  # the predicted class, and how many there are
         target = job.options.get("target")
         if target is None:
-            target = int(np.argmax(predict(x[None])[0]))
+            target = int(np.argmax(scores))
+        elif not 0 <= target < len(scores):
+            raise RequestValidationError(
+                f"parameters.target must be a class index from 0 to {len(scores) - 1}",
+                field="target",
+            )
         baseline = job.options.get("baseline")
-        return integrated_gradients(
+        explained = integrated_gradients(
             x.astype(np.float64),
             graph,
             baseline=None if baseline is None else np.asarray(baseline, dtype=np.float64),
@@ -171,6 +182,8 @@ def _one_row(
             max_evals=max(1, budget - 1),
             tolerance=float(job.options.get("tolerance", 0.01)),
         )
+        quality = replace(explained.quality, n_evals=explained.quality.n_evals + 1)
+        return replace(explained, quality=quality)
     raise ExplanationUnavailableError(f"unknown explainer {method!r}", field="explainer")
 
 

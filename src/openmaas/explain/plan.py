@@ -23,6 +23,11 @@ from openmaas.runtimes import TensorSpec
 __all__ = ["Caps", "plan_job"]
 
 _FLOATS = ("FP16", "FP32", "FP64")
+_LARGEST = {  # the largest finite value of each float input type
+    "FP16": float(np.finfo(np.float16).max),
+    "FP32": float(np.finfo(np.float32).max),
+    "FP64": float(np.finfo(np.float64).max),
+}
 _SHAP = ("exact", "permutation", "kernel", "tree")
 _MAX_ROWS = 64
 _EXACT_MAX_FEATURES = 12
@@ -86,6 +91,18 @@ def _baseline(params: Mapping[str, Any], row_shape: tuple[int, ...]) -> Backgrou
             field="baseline",
         )
     return Background(array[None], np.ones(1), "baseline")
+
+
+def _check_range(values: np.ndarray, datatype: str, name: str) -> None:
+    """Values the model's input type can hold (an FP32 input overflows above 3.4e38)."""
+    if datatype not in _FLOATS:
+        return
+    largest = _LARGEST[datatype]
+    if values.size and float(np.abs(values).max()) > largest:
+        raise RequestValidationError(
+            f"parameters.{name} must fit the input's {datatype} (at most {largest:.3g} in size)",
+            field=name,
+        )
 
 
 def _auto(
@@ -179,6 +196,10 @@ def plan_job(
     output = _explained_output(outputs, params.get("output"))
     options = _options(params)
     baseline = _baseline(params, row_shape) if format != "text-onnx" else None
+    if baseline is not None:
+        _check_range(baseline.rows, spec.datatype, "baseline")
+    if "fill" in options:
+        _check_range(np.array([options["fill"]]), spec.datatype, "fill")
     chosen = _auto(format, facts, row_shape, baseline or background) if method == "auto" else method
     if format == "text-onnx":
         if chosen not in ("tokens", "occlusion"):
