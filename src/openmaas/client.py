@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import struct
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -16,25 +15,12 @@ from urllib.parse import quote
 import httpx
 import numpy as np
 
-from openmaas.errors import OpenMaaSError, RateLimitedError, error_class_for_code
+from openmaas._oip_tensors import DTYPES, datatype_of, decode_response, encode_bytes_tensor
+from openmaas.errors import RateLimitedError, error_class_for_code
 
 __all__ = ["Client"]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-_DTYPES: dict[str, Any] = {
-    "BOOL": np.bool_,
-    "UINT8": np.uint8,
-    "UINT16": np.uint16,
-    "UINT32": np.uint32,
-    "UINT64": np.uint64,
-    "INT8": np.int8,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "FP16": np.float16,
-    "FP32": np.float32,
-    "FP64": np.float64,
-}
 
 
 def _raise_for_problem(response: httpx.Response) -> None:
@@ -53,25 +39,6 @@ def _raise_for_problem(response: httpx.Response) -> None:
     if isinstance(error, RateLimitedError):
         error.retry_after = float(response.headers.get("Retry-After", 1))
     raise error
-
-
-def _encode_bytes_tensor(array: np.ndarray) -> bytes:
-    parts = []
-    for item in array.reshape(-1):
-        value = item if isinstance(item, bytes) else str(item).encode("utf-8")
-        parts.append(struct.pack("<I", len(value)) + value)
-    return b"".join(parts)
-
-
-def _decode_bytes_tensor(raw: bytes, shape: Sequence[int]) -> np.ndarray:
-    items, offset = [], 0
-    while offset < len(raw):
-        (length,) = struct.unpack_from("<I", raw, offset)
-        items.append(raw[offset + 4 : offset + 4 + length])
-        offset += 4 + length
-    array = np.empty(len(items), dtype=object)
-    array[:] = items
-    return array.reshape(tuple(shape))
 
 
 class Client:
@@ -406,10 +373,10 @@ class Client:
             datatype = specs[name]["datatype"] if name in specs else None
             if datatype == "BYTES":
                 array = np.asarray(value, dtype=object)
-                raw = _encode_bytes_tensor(array)
+                raw = encode_bytes_tensor(array)
             else:
-                array = np.asarray(value, dtype=_DTYPES.get(datatype or ""))
-                datatype = datatype or _datatype_of(array)
+                array = np.asarray(value, dtype=DTYPES.get(datatype or ""))
+                datatype = datatype or datatype_of(array)
                 raw = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()
             header_inputs.append(
                 {
@@ -436,7 +403,7 @@ class Client:
             },
         )
         _raise_for_problem(response)
-        return _decode_response(response)
+        return decode_response(response)
 
     def explain(
         self,
@@ -466,8 +433,8 @@ class Client:
                     v.decode() if isinstance(v, bytes) else str(v) for v in array.reshape(-1)
                 ]
             else:
-                array = np.asarray(value, dtype=_DTYPES.get(datatype or ""))
-                datatype = datatype or _datatype_of(array)
+                array = np.asarray(value, dtype=DTYPES.get(datatype or ""))
+                datatype = datatype or datatype_of(array)
                 data = array.reshape(-1).tolist()
             tensors.append(
                 {"name": name, "datatype": datatype, "shape": list(array.shape), "data": data}
@@ -517,34 +484,3 @@ class Client:
 
 def _read(source: str | Path | bytes) -> bytes:
     return source if isinstance(source, bytes) else Path(source).read_bytes()
-
-
-def _datatype_of(array: np.ndarray) -> str:
-    for name, dtype in _DTYPES.items():
-        if array.dtype == np.dtype(dtype):
-            return name
-    raise OpenMaaSError(f"cannot send numpy dtype {array.dtype} as an OIP tensor")
-
-
-def _decode_response(response: httpx.Response) -> dict[str, np.ndarray]:
-    body = response.content
-    length_header = response.headers.get("Inference-Header-Content-Length")
-    split = int(length_header) if length_header else len(body)
-    document = json.loads(body[:split])
-    offset = split
-    results: dict[str, np.ndarray] = {}
-    for output in document["outputs"]:
-        shape = output["shape"]
-        size = (output.get("parameters") or {}).get("binary_data_size")
-        if size is None:
-            dtype = _DTYPES.get(output["datatype"], object)
-            results[output["name"]] = np.asarray(output["data"], dtype=dtype).reshape(shape)
-            continue
-        raw = body[offset : offset + size]
-        offset += size
-        if output["datatype"] == "BYTES":
-            results[output["name"]] = _decode_bytes_tensor(raw, shape)
-        else:
-            dtype = np.dtype(_DTYPES[output["datatype"]]).newbyteorder("<")
-            results[output["name"]] = np.frombuffer(raw, dtype=dtype).reshape(shape)
-    return results

@@ -102,19 +102,10 @@ def test_embeddings_have_nothing_to_attribute(client: Client) -> None:
 def test_prompt_attribution_over_http(client: Client) -> None:
     if "admin/smollm2-135m-instruct" not in {m["id"] for m in client.list_models()}:
         pytest.skip("the llm extra is not installed")
-    answer = client._call(
-        "POST",
-        "/v2/models/admin/smollm2-135m-instruct/explain",
-        json={
-            "inputs": [
-                {
-                    "name": "text_input",
-                    "datatype": "BYTES",
-                    "shape": [1],
-                    "data": ["The capital city of France is called"],
-                }
-            ]
-        },
+    answer = client.explain(
+        "admin/smollm2-135m-instruct",
+        {"text_input": ["The capital city of France is called"]},
+        completion_tokens=1,
     )
     explanation = answer["explanation"]
     spans = [span["text"] for span in explanation["spans"]]
