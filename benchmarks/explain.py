@@ -14,17 +14,13 @@ explanation costs over the prediction alone.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+from served import LocalServer
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits
 
 # (model, explainer, extra parameters): the demo tabular models and the methods that fit them.
@@ -49,43 +45,19 @@ def _rows() -> dict[str, np.ndarray]:
 
 
 class Served:
-    """``openmaas serve`` on a fresh data directory."""
+    """``openmaas serve`` with the demo models, called with httpx."""
 
     def __init__(self) -> None:
-        self.dir = tempfile.TemporaryDirectory(prefix="openmaas-explain-bench-")
-        port = 19000 + os.getpid() % 1000
-        self.url = f"http://127.0.0.1:{port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OPENMAAS_")}
-        env.update(
-            OPENMAAS_DATA_DIR=str(Path(self.dir.name) / "data"),
-            OPENMAAS_PORT=str(port),
-            OPENMAAS_LOG_LEVEL="warning",
-        )
-        self.log = open(Path(self.dir.name) / "server.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "openmaas", "serve"], env=env, stdout=self.log, stderr=self.log
-        )
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                self.close()
-                raise SystemExit(f"the server did not start; see {self.log.name}")
-            time.sleep(0.5)
-        key = (Path(self.dir.name) / "data" / "admin.key").read_text().strip()
+        self.server = LocalServer("openmaas-explain-bench-", {})
         self.http = httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=120
+            base_url=self.server.url,
+            headers={"Authorization": f"Bearer {self.server.key}"},
+            timeout=120,
         )
 
     def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-        self.log.close()
-        self.dir.cleanup()
+        self.http.close()
+        self.server.close()
 
 
 def _body(row: np.ndarray, parameters: dict[str, Any]) -> dict[str, Any]:

@@ -26,12 +26,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
-import os
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -40,6 +36,7 @@ from typing import Any
 import httpx
 import numpy as np
 import openai
+from served import LocalServer
 
 MODEL = "admin/smollm2-135m-instruct"
 EMBEDDER = "admin/all-minilm-l6-v2"
@@ -119,32 +116,12 @@ class Served:
     """``openmaas serve`` on a fresh data directory, called with the openai client."""
 
     def __init__(self, slots: int, context: int, threads: int) -> None:
-        self.dir = tempfile.TemporaryDirectory(prefix="openmaas-llm-bench-")
-        port = 18000 + os.getpid() % 1000
-        self.url = f"http://127.0.0.1:{port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OPENMAAS_")}
-        env.update(
-            OPENMAAS_DATA_DIR=str(Path(self.dir.name) / "data"),
-            OPENMAAS_PORT=str(port),
-            OPENMAAS_LLM_SLOTS=str(slots),
-            OPENMAAS_LLM_CONTEXT_TOKENS=str(context),
-            OPENMAAS_LOG_LEVEL="warning",
+        self.server = LocalServer(
+            "openmaas-llm-bench-",
+            {"OPENMAAS_LLM_SLOTS": str(slots), "OPENMAAS_LLM_CONTEXT_TOKENS": str(context)},
+            start_seconds=180,
         )
-        self.log = open(Path(self.dir.name) / "server.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "openmaas", "serve"], env=env, stdout=self.log, stderr=self.log
-        )
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError("openmaas serve did not start")
-            time.sleep(0.2)
-        self.key = (Path(self.dir.name) / "data" / "admin.key").read_text().strip()
+        self.url, self.key = self.server.url, self.server.key
         httpx.put(
             f"{self.url}/api/v1/models/{MODEL}/deployment",
             json={"cpu": threads},
@@ -174,10 +151,7 @@ class Served:
         return sum(c for c, _ in results), time.perf_counter() - started, [f for _, f in results]
 
     def close(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=60)
-        self.log.close()
-        self.dir.cleanup()
+        self.server.close()
 
 
 def _embeddings_direct(seconds: float) -> float:

@@ -461,18 +461,23 @@ class Client:
         **parameters: Any,
     ) -> bytes:
         """The explanation of an image input as a PNG heatmap over the image."""
-        body = {
-            "inputs": [
+        key = (model, None if version is None else str(version))
+        if key not in self._signatures:
+            self._signatures[key] = self.model_metadata(model, version)
+        specs = {s["name"]: s["datatype"] for s in self._signatures[key]["inputs"]}
+        tensors = []
+        for name, value in inputs.items():
+            datatype = specs.get(name, "FP32")
+            array = np.asarray(value, dtype=DTYPES.get(datatype, np.float32))
+            tensors.append(
                 {
                     "name": name,
-                    "datatype": "FP32",
-                    "shape": list(np.shape(value)),
-                    "data": np.asarray(value, dtype=np.float32).reshape(-1).tolist(),
+                    "datatype": datatype,
+                    "shape": list(array.shape),
+                    "data": array.reshape(-1).tolist(),
                 }
-                for name, value in inputs.items()
-            ],
-            "parameters": parameters,
-        }
+            )
+        body = {"inputs": tensors, "parameters": parameters}
         response = self._http.post(
             self._model_path(model, version) + "/explain",
             json=body,

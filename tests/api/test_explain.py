@@ -379,6 +379,13 @@ def test_a_worker_process_explains_like_the_inline_replica(
     runners = services.engine._runners.values()
     isolated = [r for r in runners if r.model.name.startswith("admin/isolated")]
     assert isinstance(isolated[0].slots[0].replica, WorkerProcess)
+    # A refusal the worker makes (one permutation pair does not fit) stays a 422.
+    refused = published.post(
+        "/v2/models/admin/isolated/explain",
+        json=_body(x[:1], explainer="permutation", max_evals=20),
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["code"] == "explain_cost_exceeded"
 
 
 def test_explanations_count_against_a_grant_quota(published: TestClient) -> None:

@@ -192,7 +192,7 @@ async def explain_response(
     )
     if "image/png" in request.headers.get("accept", ""):
         row = request.query_params.get("row", "0")
-        if not row.isdigit():
+        if not (row.isascii() and row.isdigit() and len(row) <= 6):
             raise RequestValidationError("row must be a row index", field="row")
         return Response(_heatmap(explained, int(row)), media_type="image/png")
     body = orjson.dumps(

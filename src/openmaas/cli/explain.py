@@ -20,7 +20,11 @@ def _read_rows(text: str, client: Any, model: str, version: str | None) -> dict[
     """``--input``: a JSON file or text: named inputs, one row (a list), or a text."""
     source = text[1:] if text.startswith("@") else text
     path = Path(source)
-    if text.startswith("@") or path.is_file():
+    try:
+        is_file = text.startswith("@") or path.is_file()
+    except OSError:  # inline JSON longer than a file name may be
+        is_file = False
+    if is_file:
         text = path.read_text()
     try:
         value = json.loads(text)

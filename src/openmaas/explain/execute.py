@@ -17,6 +17,7 @@ from openmaas.errors import (
     ExplainCostError,
     ExplanationUnavailableError,
     InvalidInputError,
+    OpenMaaSError,
     RequestValidationError,
 )
 from openmaas.explain.job import ExplainJob, ExplainResult, merge_quality
@@ -25,6 +26,8 @@ from openmaas.runtimes import Runtime
 from openmaas.runtimes.datatypes import numpy_dtype
 
 __all__ = ["Artifact", "cost_error", "execute"]
+
+_INPUT_FAULTS = frozenset({"InvalidArgument", "Fail"})
 
 # The ONNX model's bytes, or a function that fetches them (None: not an ONNX model).
 Artifact = bytes | Callable[[], bytes] | None
@@ -50,7 +53,18 @@ def _predictor(job: ExplainJob, runtime: Runtime) -> Predict:
 
     def predict(rows: np.ndarray) -> np.ndarray:
         inputs = {job.input_name: np.ascontiguousarray(rows, dtype=dtype)}
-        out = runtime.predict(inputs, [job.output_name])[job.output_name]
+        try:
+            out = runtime.predict(inputs, [job.output_name])[job.output_name]
+        except OpenMaaSError:
+            raise
+        except Exception as exc:
+            # onnxruntime's INVALID_ARGUMENT / FAIL: the model refuses the perturbed batch
+            # (e.g. a batch size it was not exported for); anything else is ours (500).
+            if type(exc).__name__ not in _INPUT_FAULTS:
+                raise
+            raise InvalidInputError(
+                f"the model rejected the rows the explainer built: {str(exc)[:300]}"
+            ) from exc
         return np.asarray(out, dtype=np.float64).reshape(len(rows), -1)
 
     return predict
@@ -108,8 +122,22 @@ def _graph(job: ExplainJob, artifact: Artifact, cache: dict[str, Any]) -> Any:
                 f"integrated gradients cannot run this graph ({exc}); use 'occlusion'",
                 field="explainer",
             ) from exc
+        except (ValueError, TypeError, RuntimeError) as exc:  # a graph the runner misreads
+            raise ExplanationUnavailableError(
+                f"integrated gradients cannot run this graph ({str(exc)[:200]}); use 'occlusion'",
+                field="explainer",
+            ) from exc
 
-    return _cached(cache, f"torch:{job.output_name}", build)
+    def build_once() -> Any:
+        try:
+            return build()
+        except ExplanationUnavailableError as refusal:
+            return refusal  # remembered: the artifact is not fetched and parsed again
+
+    built = _cached(cache, f"torch:{job.output_name}", build_once)
+    if isinstance(built, ExplanationUnavailableError):
+        raise built
+    return built
 
 
 def _one_row(
@@ -179,7 +207,7 @@ def _one_row(
             graph,
             baseline=None if baseline is None else np.asarray(baseline, dtype=np.float64),
             target=int(target),
-            max_evals=max(1, budget - 1),
+            max_evals=max(1, min(budget, int(job.options.get("max_points", budget))) - 1),
             tolerance=float(job.options.get("tolerance", 0.01)),
         )
         quality = replace(explained.quality, n_evals=explained.quality.n_evals + 1)
@@ -200,6 +228,8 @@ def _explain_text(job: ExplainJob, runtime: Runtime) -> ExplainResult:
     if spans_of is None:
         raise ExplanationUnavailableError("this model has no tokenizer", field="explainer")
     spans: list[tuple[int, int]] = spans_of(text)
+    if spans:  # what the tokenizer truncated away plays no part: do not copy it per word
+        text = text[: spans[-1][1]]
 
     def predict_texts(batch: list[str]) -> np.ndarray:
         array = np.empty(len(batch), dtype=object)

@@ -15,7 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from openmaas.errors import ExplanationUnavailableError, RequestValidationError
+from openmaas.errors import (
+    ExplainCostError,
+    ExplanationUnavailableError,
+    RequestValidationError,
+)
 from openmaas.explain.job import METHODS, ExplainJob
 from openmaas.explain.types import Background, CostCapError
 from openmaas.runtimes import TensorSpec
@@ -30,7 +34,13 @@ _LARGEST = {  # the largest finite value of each float input type
 }
 _SHAP = ("exact", "permutation", "kernel", "tree")
 _MAX_ROWS = 64
-_EXACT_MAX_FEATURES = 12
+_EXACT_MAX_FEATURES = 12  # auto's choice
+_EXACT_LIMIT = 16  # asked for by name (2^16 coalitions)
+_KERNEL_FEATURES = 512  # its least squares are features x features
+_SAMPLED_FEATURES = 16_384
+_MAX_ATTRIBUTIONS = 2_000_000  # numbers in one answer (16 MB as float64)
+_IG_POINTS = 4_097  # gradient points integrated gradients may take (doubling from 16)
+_MAX_GRADIENT_ELEMENTS = 50_000_000  # points x input elements held at once (400 MB)
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,59 @@ def _baseline(params: Mapping[str, Any], row_shape: tuple[int, ...]) -> Backgrou
             field="baseline",
         )
     return Background(array[None], np.ones(1), "baseline")
+
+
+def _check_size(
+    method: str,
+    spec: TensorSpec,
+    output: TensorSpec,
+    rows: np.ndarray,
+    max_evals: int,
+    params: Mapping[str, Any],
+) -> None:
+    """Refuse what would need unbounded memory or time however few evaluations it takes."""
+    elements = math.prod(rows.shape[1:])
+    classes = output.shape[-1] if len(output.shape) > 1 and output.shape[-1] > 0 else 1
+    if method != "tokens" and len(rows) * elements * classes > _MAX_ATTRIBUTIONS:
+        raise RequestValidationError(
+            f"the attributions would hold {len(rows) * elements * classes:,} numbers (rows x "
+            f"input elements x classes); the most one call answers is {_MAX_ATTRIBUTIONS:,}: "
+            "explain fewer rows per call",
+            field="inputs",
+        )
+    if method in _SHAP and spec.shape[:1] != (-1,):
+        raise ExplanationUnavailableError(
+            f"SHAP evaluates batches of rows, and this model's input has a fixed batch size "
+            f"{spec.shape[:1]}; export it with a dynamic first dimension",
+            field="explainer",
+        )
+    features = elements if len(rows.shape) == 2 else 0
+    if method == "exact" and features > _EXACT_LIMIT:
+        raise ExplainCostError(
+            f"exact Shapley takes at most {_EXACT_LIMIT} features (2^M coalitions); this "
+            f"input has {features}: use 'permutation' or 'kernel'",
+            field="explainer",
+        )
+    limit = _KERNEL_FEATURES if method == "kernel" else _SAMPLED_FEATURES
+    if method in ("kernel", "permutation") and features > limit:
+        raise ExplanationUnavailableError(
+            f"{method} SHAP takes at most {limit:,} features; this input has {features:,}",
+            field="explainer",
+        )
+    if method == "integrated_gradients":
+        if len(rows) > 1 and "target" not in params:
+            raise RequestValidationError(
+                "integrated gradients explain one class: send one row, or name the class "
+                "with parameters.target",
+                field="target",
+            )
+        if elements * min(max_evals, _IG_POINTS) > _MAX_GRADIENT_ELEMENTS:
+            raise ExplainCostError(
+                f"integrated gradients on {elements:,} input elements with up to "
+                f"{min(max_evals, _IG_POINTS):,} gradient points would hold too much at once; "
+                "lower parameters.max_evals or use 'occlusion'",
+                field="max_evals",
+            )
 
 
 def _check_range(values: np.ndarray, datatype: str, name: str) -> None:
@@ -220,6 +283,7 @@ def plan_job(
             "'exact', 'permutation' or 'kernel'",
             field="explainer",
         )
+    _check_size(chosen, spec, output, rows, max_evals, params)
     used = baseline or background
     if chosen in _SHAP and used is None:
         raise ExplanationUnavailableError(
@@ -232,6 +296,8 @@ def plan_job(
 
         if exact_cost(row_shape[0], len(used.rows)) * len(rows) > max_evals:
             chosen = "permutation"  # exact would not fit the cap: sample instead
+    if chosen == "integrated_gradients":
+        options["max_points"] = min(max_evals, _IG_POINTS)
     if chosen == "integrated_gradients" and baseline is not None:
         options["baseline"] = baseline.rows[0].tolist()
     if method == "auto":

@@ -33,9 +33,10 @@ from google.protobuf.message import DecodeError
 from openmaas.explain._trees import LEAF, Forest, read_forest
 from openmaas.explain.types import Background, Explanation, Quality
 
-__all__ = ["MAX_PATH_STEPS", "TreeEnsemble", "load_tree_ensemble", "tree_shap"]
+__all__ = ["MAX_DEPTH", "MAX_PATH_STEPS", "TreeEnsemble", "load_tree_ensemble", "tree_shap"]
 
 MAX_PATH_STEPS = 20_000_000  # split steps on all root-to-leaf paths together; more: refused
+MAX_DEPTH = 256  # splits from a root to a leaf; deeper trees are explained model-agnostically
 _BLOCK = 1 << 20  # elements of one vectorised block (rows x nodes, or rows x path steps)
 _COMPARE = (np.less_equal, np.less, np.greater_equal, np.greater, np.equal, np.not_equal)
 
@@ -66,8 +67,10 @@ def _paths(forest: Forest) -> _Paths | None:
         while stack:
             node, level, trail = stack.pop()
             visits += 1
-            if level > limit or visits + len(steps) > MAX_PATH_STEPS:
-                return None  # a cycle, or a graph whose paths blow up (shared subtrees)
+            if level > min(limit, MAX_DEPTH) or visits + len(steps) > MAX_PATH_STEPS:
+                # a cycle, a graph whose paths blow up (shared subtrees), or trees so deep
+                # that the trails held while walking them would not fit in memory
+                return None
             depth = max(depth, level)
             if nodes.mode[node] == LEAF:
                 if trail and not zero_leaf[node]:

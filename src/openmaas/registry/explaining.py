@@ -106,6 +106,8 @@ def measure_quality(
                 errors.append(result.quality.additivity_error)
     except OpenMaaSError as error:
         return {"measured": False, "reason": error.detail}
+    except Exception as error:  # the model itself failed on its own background rows
+        return {"measured": False, "reason": f"the model failed: {str(error)[:300]}"}
     finally:
         runtime.unload()
     rows = len(evals)

@@ -117,7 +117,7 @@ class Engine(Placement):
         future: asyncio.Future[ExplainResult] = asyncio.get_running_loop().create_future()
         work = Work({}, (), None, future, client_gone, job)
         result: ExplainResult = await self._queue(
-            model, deployment, tenant, work, max(1, cost), deadline, weight, priority
+            model, deployment, tenant, work, max(1, cost), deadline, weight, priority, admit=False
         )
         return result
 
@@ -131,6 +131,7 @@ class Engine(Placement):
         deadline: float,
         weight: float,
         priority: int,
+        admit: bool = True,
     ) -> Any:
         runner = self._runner(model, deployment)
         if self._closed:
@@ -138,7 +139,8 @@ class Engine(Placement):
             raise DrainingError("the server is shutting down; retry on another replica")
         now = time.monotonic()
         runner.last_used = now
-        self._admit_by_deadline(runner, tenant, weight, rows, now, deadline)
+        if admit:  # an explanation's rows are evaluations in big batches: no row estimate
+            self._admit_by_deadline(runner, tenant, weight, rows, now, deadline)
         loop = asyncio.get_running_loop()
         future = work.future
         item = WorkItem(tenant, float(rows), weight, priority, deadline, work)

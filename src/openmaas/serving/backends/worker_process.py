@@ -37,6 +37,7 @@ from openmaas.errors import (
     InvalidArtifactError,
     InvalidInputError,
     OpenMaaSError,
+    RequestValidationError,
     TensorTooLargeError,
     WorkerUnavailableError,
     WrongModelTaskError,
@@ -77,6 +78,7 @@ _CHILD_ERRORS = (
     TensorTooLargeError,
     InferenceError,
     WrongModelTaskError,
+    RequestValidationError,  # explanations: cost cap, unavailable method, bad options
 )
 _PIPE_BYTES = 1 << 20
 _CHUNK = 1 << 16
