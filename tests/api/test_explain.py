@@ -534,3 +534,30 @@ def test_odd_image_explain_parameters_never_fail_the_server(http: TestClient, na
     )
     assert png.status_code == 200
     assert png.content.startswith(b"\x89PNG")
+
+
+def test_a_background_loaded_during_an_erasure_is_not_kept(
+    published: TestClient, services: Services
+) -> None:
+    import asyncio
+
+    from openmaas.registry import ModelRef
+
+    dataplane = services.dataplane
+    admin = services.accounts.authenticate(published.headers["Authorization"].split()[1])
+    resolved = services.registry.resolve(admin, ModelRef.parse("admin/fraud"))
+    load = services.registry.load_background
+
+    def load_while_erasing(version: object) -> object:
+        dataplane.forget(["unrelated"])  # an erasure lands while the rows are decrypted
+        return load(version)  # type: ignore[arg-type]
+
+    services.registry.load_background = load_while_erasing  # type: ignore[method-assign]
+    try:
+        rows = asyncio.run(dataplane._background(resolved))
+    finally:
+        services.registry.load_background = load  # type: ignore[method-assign]
+    assert rows is not None
+    assert resolved.background_blob_sha256 not in dataplane._backgrounds
+    assert asyncio.run(dataplane._background(resolved)) is not None
+    assert resolved.background_blob_sha256 in dataplane._backgrounds

@@ -73,6 +73,7 @@ class DataPlane:
         self._plans: dict[str, _Plan] = {}
         self._explain_caps = explain_caps or Caps(default_evals=2048, limit_evals=65_536)
         self._backgrounds: dict[str, Background | None] = {}
+        self._erasures = 0  # forget() calls: a load that overlaps one is not cached
 
     def handle(self, resolved: ResolvedVersion) -> ModelHandle:
         """How the engine loads this version."""
@@ -110,6 +111,7 @@ class DataPlane:
 
     def forget(self, keys: list[str]) -> None:
         """Drop what was worked out for these versions (after an erasure)."""
+        self._erasures += 1
         for key in keys:
             self._plans.pop(key, None)
             self._backgrounds.pop(key, None)
@@ -274,12 +276,15 @@ class DataPlane:
         key = resolved.background_blob_sha256
         if key is None:
             return None
-        if key not in self._backgrounds:
-            loaded = await asyncio.to_thread(self._registry.load_background, resolved)
+        if key in self._backgrounds:
+            return self._backgrounds[key]
+        erasures = self._erasures
+        loaded = await asyncio.to_thread(self._registry.load_background, resolved)
+        if erasures == self._erasures:  # no erasure while it loaded: safe to keep
             if len(self._backgrounds) >= 1000:
                 self._backgrounds.clear()
             self._backgrounds[key] = loaded
-        return self._backgrounds[key]
+        return loaded
 
     async def _run(
         self,
